@@ -1,0 +1,16 @@
+{
+  "targets": [
+    {
+      "target_name": "saslauthd_native",
+      "sources": [
+        "src/native/addon.cc",
+        "src/native/crypt.cc",
+        "src/native/syslog.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
+      "libraries": ["-lcrypt"]
+    }
+  ]
+}

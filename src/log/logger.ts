@@ -1,0 +1,79 @@
+// pino setup. One JSON object per event; the destination is stderr in the
+// foreground (-d/-f, and under systemd, whose journal keeps it) or syslog's
+// LOG_AUTH facility when detached, as Cyrus logs.
+//
+// Passwords are never handed to the logger; redact is the second fence in
+// case a future caller passes a request object whole.
+import pino from 'pino';
+import { native } from '../native/binding';
+
+export type LogDestination = 'stderr' | 'syslog';
+
+export interface LoggerOptions {
+  level: pino.LevelWithSilent;
+  destination: LogDestination;
+  /** Synchronous writes: slower, but nothing is lost if the process dies. */
+  sync?: boolean;
+}
+
+export const REDACT_PATHS = [
+  'password',
+  'passwd',
+  'pass',
+  'secret',
+  '*.password',
+  '*.passwd',
+  '*.pass',
+  '*.secret',
+  'req.password',
+  'request.password',
+  'config.ldap_password',
+  'config.ldap_bind_pw',
+];
+
+// pino numeric levels -> syslog priorities (LOG_DEBUG..LOG_CRIT).
+function syslogPriority(line: string): number {
+  const m = /"level":(\d+)/.exec(line);
+  const level = m ? Number(m[1]) : 30;
+  if (level >= 60) return 2;
+  if (level >= 50) return 3;
+  if (level >= 40) return 4;
+  if (level >= 30) return 6;
+  return 7;
+}
+
+export interface DaemonLogger {
+  log: pino.Logger;
+  /** Write out anything buffered (call before exit). */
+  flush(): void;
+}
+
+export function createLogger(opts: LoggerOptions): DaemonLogger {
+  const base: pino.LoggerOptions = {
+    name: 'saslauthd-ts',
+    level: opts.level,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    base: { pid: process.pid },
+  };
+  if (opts.destination === 'syslog') {
+    native.openlog('saslauthd-ts');
+    const stream = {
+      write(line: string): void {
+        native.syslog(syslogPriority(line), line.endsWith('\n') ? line.slice(0, -1) : line);
+      },
+    };
+    return { log: pino(base, stream), flush: () => undefined };
+  }
+  const dest = pino.destination({ dest: 2, sync: opts.sync ?? false });
+  return {
+    log: pino(base, dest),
+    flush: () => {
+      try {
+        dest.flushSync();
+      } catch {
+        // not ready yet or already closed: nothing buffered to lose
+      }
+    },
+  };
+}

@@ -1,0 +1,30 @@
+// Shared declarations for the saslauthd-ts native addon: each .cc file
+// registers its exports through one Init function called from addon.cc.
+#pragma once
+#include <napi.h>
+#include <string>
+#include <vector>
+
+namespace saslauthd {
+
+void InitCrypt(Napi::Env env, Napi::Object exports);
+void InitSyslog(Napi::Env env, Napi::Object exports);
+
+// Copies a JS Buffer into owned memory that is wiped on destruction, so a
+// password never outlives the worker that needed it.
+class SecretBytes {
+ public:
+  SecretBytes() = default;
+  explicit SecretBytes(const Napi::Buffer<char>& buf);
+  ~SecretBytes();
+  SecretBytes(const SecretBytes&) = delete;
+  SecretBytes& operator=(const SecretBytes&) = delete;
+  // NUL-terminated view, as crypt(3) and PAM want.
+  const char* c_str() const { return data_.data(); }
+  size_t size() const { return data_.size() - 1; }
+
+ private:
+  std::vector<char> data_{'\0'};
+};
+
+}  // namespace saslauthd
