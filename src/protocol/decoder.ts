@@ -46,8 +46,9 @@ export class RequestDecoder {
       if (this.buf.length < 2) return INCOMPLETE;
       const len = this.buf.readUInt16BE(0);
       if (len > MAX_REQ_LEN) {
+        const field = FIELD_NAMES[this.fields.length]!;
         this.finish();
-        return { kind: 'oversize', field: FIELD_NAMES[this.fields.length]!, length: len };
+        return { kind: 'oversize', field, length: len };
       }
       if (this.buf.length < 2 + len) return INCOMPLETE;
       // Copy: the chunk may be a slice of a larger pooled buffer.

@@ -1,0 +1,156 @@
+// The shadow mechanism against real system users, through Debian's real
+// testsaslauthd and through our client (which shows the reason text).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startDaemon, type RunningDaemon } from '../helpers/daemon';
+import { createUser, removeAllUsers, userName, setExpired, lock, runCmd } from '../helpers/users';
+import { testsaslauthd, OK_LINE, NO_LINE } from '../helpers/testsaslauthd';
+import { sendRequest } from '../../src/client/request';
+
+const PASSWORD = 'S3cret pass!';
+
+describe('shadow mechanism', () => {
+  let d: RunningDaemon;
+  const ask = (login: string, password: string, realm = '', service = 'imap'): Promise<string> =>
+    sendRequest(d.socketPath, { login, password, service, realm });
+
+  before(async () => {
+    d = await startDaemon({ args: ['-a', 'shadow'] });
+  });
+  after(async () => {
+    removeAllUsers();
+    await d?.stop();
+  });
+
+  const methods: Array<[string, string]> = [
+    ['yescrypt', PASSWORD],
+    ['gost-yescrypt', PASSWORD],
+    ['scrypt', PASSWORD],
+    ['bcrypt', PASSWORD],
+    ['bcrypt-a', PASSWORD],
+    ['sha512crypt', PASSWORD],
+    ['sha256crypt', PASSWORD],
+    ['md5crypt', PASSWORD],
+    ['descrypt', 'Des3cr!t'], // DES uses 8 characters
+  ];
+  for (const [method, password] of methods) {
+    test(`verifies a ${method} hash through the real testsaslauthd`, async () => {
+      const u = createUser(userName(method.slice(0, 4)), password, method);
+      const good = await testsaslauthd({ socket: d.socketPath, user: u.name, password });
+      assert.equal(good.stdout, OK_LINE);
+      assert.equal(good.code, 0);
+      // Change the first character: DES only looks at the first eight.
+      const wrong = `X${password.slice(1)}`;
+      const bad = await testsaslauthd({ socket: d.socketPath, user: u.name, password: wrong });
+      assert.equal(bad.stdout, NO_LINE);
+      assert.equal(bad.code, 255);
+      assert.equal(await ask(u.name, wrong), 'NO Incorrect password');
+    });
+  }
+
+  test('verifies a password set by chpasswd (the system default method)', async () => {
+    const u = createUser(userName('chp'), PASSWORD);
+    assert.match(runCmd('getent', ['shadow', u.name]), /:\$y\$/);
+    assert.equal(await ask(u.name, PASSWORD), 'OK');
+  });
+
+  test('answers NO Invalid username for an unknown user', async () => {
+    assert.equal(await ask(userName('none'), PASSWORD), 'NO Invalid username');
+    const r = await testsaslauthd({ socket: d.socketPath, user: userName('none'), password: PASSWORD });
+    assert.equal(r.stdout, NO_LINE);
+  });
+
+  test('answers NO Account expired for chage -E 0, but only with the right password', async () => {
+    const u = createUser(userName('exp'), PASSWORD);
+    setExpired(u.name);
+    assert.equal(await ask(u.name, PASSWORD), 'NO Account expired');
+    assert.equal(await ask(u.name, 'wrong'), 'NO Incorrect password');
+    const r = await testsaslauthd({ socket: d.socketPath, user: u.name, password: PASSWORD });
+    assert.equal(r.stdout, NO_LINE);
+  });
+
+  test('answers NO Password expired when the password is past its maximum age', async () => {
+    const u = createUser(userName('pex'), PASSWORD);
+    runCmd('chage', ['-d', '2000-01-01', '-M', '30', u.name]);
+    assert.equal(await ask(u.name, PASSWORD), 'NO Password expired');
+  });
+
+  test('refuses a locked account (passwd -l) as an incorrect password', async () => {
+    const u = createUser(userName('lck'), PASSWORD);
+    lock(u.name);
+    assert.equal(await ask(u.name, PASSWORD), 'NO Incorrect password');
+    const r = await testsaslauthd({ socket: d.socketPath, user: u.name, password: PASSWORD });
+    assert.equal(r.stdout, NO_LINE);
+  });
+
+  test('refuses every password for an account with an empty hash', async () => {
+    const u = createUser(userName('emp'), PASSWORD);
+    runCmd('usermod', ['-p', '', u.name]);
+    assert.equal(await ask(u.name, PASSWORD), 'NO Incorrect password');
+    assert.equal(await ask(u.name, 'x'), 'NO Incorrect password');
+  });
+
+  test('ignores realm and service without -r', async () => {
+    const u = createUser(userName('rlm'), PASSWORD);
+    assert.equal(await ask(u.name, PASSWORD, 'example.org', 'smtp'), 'OK');
+    const r = await testsaslauthd({ socket: d.socketPath, user: u.name, password: PASSWORD, realm: 'example.org' });
+    assert.equal(r.stdout, OK_LINE);
+  });
+
+  test('a password with an embedded NUL is truncated there, as with the C daemon', async () => {
+    const u = createUser(userName('nul'), PASSWORD);
+    const answer = await sendRequest(d.socketPath, {
+      login: u.name,
+      password: Buffer.from(`${PASSWORD}\0junk`),
+      service: 'imap',
+      realm: '',
+    });
+    assert.equal(answer, 'OK');
+  });
+
+  test('verifies 8-bit passwords byte for byte', async () => {
+    const pw = 'pässwörd-€';
+    const u = createUser(userName('utf'), pw, 'sha512crypt');
+    assert.equal(await ask(u.name, pw), 'OK');
+    assert.equal(await ask(u.name, 'passwörd-€'), 'NO Incorrect password');
+  });
+
+  test('200 simultaneous connections for yescrypt users all get the right answer', async () => {
+    const users = [0, 1, 2, 3].map((i) => createUser(userName(`cc${i}`), `${PASSWORD}${i}`));
+    const jobs = Array.from({ length: 200 }, (_, i) => {
+      const u = users[i % users.length]!;
+      const right = i % 3 !== 0;
+      return ask(u.name, right ? u.password : `${u.password}-wrong`).then((answer) => ({ right, answer }));
+    });
+    const results = await Promise.all(jobs);
+    for (const r of results) assert.equal(r.answer, r.right ? 'OK' : 'NO Incorrect password');
+  });
+});
+
+describe('shadow mechanism with -r', () => {
+  let d: RunningDaemon;
+  before(async () => {
+    d = await startDaemon({ args: ['-a', 'shadow', '-r'] });
+  });
+  after(async () => {
+    removeAllUsers();
+    await d?.stop();
+  });
+
+  test('authenticates login@realm when a realm is sent, and the bare login when none is', async () => {
+    const bare = userName('rj');
+    const full = createUser(`${bare}@example.org`, PASSWORD);
+    const plain = createUser(bare, 'other-password');
+    const r = await testsaslauthd({ socket: d.socketPath, user: bare, password: PASSWORD, realm: 'example.org' });
+    assert.equal(r.stdout, OK_LINE);
+    await d.waitForLog(new RegExp(`auth success: \\[user=${full.name}\\] \\[service=imap\\] \\[realm=example.org\\]`));
+    assert.equal(
+      await sendRequest(d.socketPath, { login: bare, password: plain.password, service: 'imap', realm: '' }),
+      'OK',
+    );
+    assert.equal(
+      await sendRequest(d.socketPath, { login: bare, password: plain.password, service: 'imap', realm: 'example.org' }),
+      'NO Incorrect password',
+    );
+  });
+});
