@@ -71,7 +71,7 @@ export class SaslauthdServer {
       const onError = (err: NodeJS.ErrnoException): void =>
         reject(new StartupError(`cannot listen on ${path}: ${err.message}`, err.code ?? 'ELISTEN'));
       this.server.once('error', onError);
-      this.server.listen({ path, backlog: 1024 }, () => {
+      this.server.listen({ path, backlog: 4096 }, () => {
         this.server.off('error', onError);
         resolve();
       });

@@ -1,0 +1,182 @@
+// The daemon's command line and lifecycle: Cyrus's flags and exit codes,
+// detaching with a pid file, refusing to steal a live socket, and a clean
+// SIGTERM that answers in-flight requests first.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DAEMON_BIN, CLIENT_BIN, startDaemon, waitForSocket } from '../helpers/daemon';
+import { runTool } from '../helpers/testsaslauthd';
+import { createUser, removeAllUsers, userName } from '../helpers/users';
+import { sendRequest } from '../../src/client/request';
+
+const node = process.execPath;
+const tmp = (): string => fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-cli-'));
+
+describe('saslauthd-ts command line', () => {
+  after(() => removeAllUsers());
+
+  test('-v prints the version and mechanisms on stderr and exits 0', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-v']);
+    assert.equal(r.code, 0);
+    assert.match(r.stderr, /^saslauthd-ts \d+\.\d+\.\d+\nauthentication mechanisms: .*shadow/);
+  });
+
+  test('-h lists every Cyrus flag and exits 0', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-h']);
+    assert.equal(r.code, 0);
+    for (const flag of ['-a', '-O', '-m', '-n', '-c', '-s', '-t', '-r', '-l', '-d', '-f', '-V', '-v', '-h']) {
+      assert.match(r.stdout, new RegExp(`^\\s+${flag}[ ,]`, 'm'), `${flag} in --help`);
+    }
+  });
+
+  test('without -a it says no mechanism was given and exits 1', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-f', '-m', tmp()]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no authentication mechanism specified/);
+  });
+
+  test('an unknown mechanism is refused with exit 1', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-f', '-a', 'nosuch', '-m', tmp()]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown authentication mechanism: nosuch/);
+  });
+
+  test('a Cyrus mechanism we do not implement is named as such', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-f', '-a', 'sasldb', '-m', tmp()]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /sasldb is a Cyrus mechanism that saslauthd-ts does not implement/);
+  });
+
+  test('-a is case-insensitive, as in Cyrus', async () => {
+    const d = await startDaemon({ args: ['-a', 'SHADOW'] });
+    assert.equal(await d.stop(), 0);
+  });
+
+  test('-m must be absolute', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', 'relative/dir']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /-m requires an absolute pathname/);
+  });
+
+  test('an unknown option is an error naming it', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-T', '-a', 'shadow']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown option '-T'/);
+  });
+
+  test('bad numbers for -n, -s, -t are refused', async () => {
+    for (const args of [['-n', 'x'], ['-t', '0'], ['-s', '0']]) {
+      const r = await runTool(node, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', tmp(), ...args]);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.match(r.stderr, new RegExp(args[0]!));
+    }
+  });
+
+  test('creates a missing run directory', async () => {
+    const dir = path.join(tmp(), 'a', 'b');
+    const d = await startDaemon({ args: ['-a', 'shadow'], runDir: dir });
+    assert.ok(fs.statSync(dir).isDirectory());
+    await d.stop();
+  });
+
+  test('replaces a stale socket left by a crashed daemon', async () => {
+    const crashed = await startDaemon({ args: ['-a', 'shadow'] });
+    crashed.child.kill('SIGKILL');
+    await crashed.stop();
+    assert.ok(fs.existsSync(crashed.socketPath), 'SIGKILL leaves the socket file behind');
+    const d = await startDaemon({ args: ['-a', 'shadow'], runDir: crashed.runDir });
+    const answer = await sendRequest(d.socketPath, { login: 'nobody-here', password: 'x', service: '', realm: '' });
+    assert.equal(answer, 'NO Invalid username');
+    assert.equal(await d.stop(), 0);
+  });
+
+  test('refuses to start while another daemon answers on the socket (exit 2)', async () => {
+    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    try {
+      const r = await runTool(node, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', d.runDir]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /another saslauthd is already answering on .*mux/);
+      // and the first one still works
+      const answer = await sendRequest(d.socketPath, { login: 'nobody-here', password: 'x', service: '', realm: '' });
+      assert.equal(answer, 'NO Invalid username');
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('SIGTERM answers the request in flight, removes the socket and exits 0', async () => {
+    const u = createUser(userName('term'), 'Term-pw1');
+    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    const inFlight = sendRequest(d.socketPath, { login: u.name, password: u.password, service: '', realm: '' });
+    await new Promise((r) => setTimeout(r, 5)); // request is being hashed (yescrypt, ~20+ ms)
+    const stopped = d.stop();
+    assert.equal(await inFlight, 'OK');
+    assert.equal(await stopped, 0);
+    assert.equal(fs.existsSync(d.socketPath), false);
+    await d.waitForLog(/master exited/);
+  });
+
+  test('detaches like Cyrus: exits 0 once listening, writes saslauthd.pid, and cleans up on SIGTERM', async () => {
+    const dir = tmp();
+    const r = await runTool(node, [DAEMON_BIN, '-a', 'shadow', '-m', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    const pidFile = path.join(dir, 'saslauthd.pid');
+    const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    assert.ok(pid > 0);
+    assert.equal(fs.statSync(pidFile).mode & 0o777, 0o600);
+    await waitForSocket(path.join(dir, 'mux'), 1000); // already listening: no wait needed
+    process.kill(pid, 'SIGTERM');
+    const until = Date.now() + 10_000;
+    while (fs.existsSync(pidFile) && Date.now() < until) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(fs.existsSync(pidFile), false);
+    assert.equal(fs.existsSync(path.join(dir, 'mux')), false);
+  });
+
+  test('a detached start that fails reports the reason and a non-zero status', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-a', 'nosuch', '-m', tmp()]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unknown authentication mechanism: nosuch/);
+  });
+
+  test('-c is accepted and says the cache is not there yet', async () => {
+    const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-t', '60'] });
+    await d.stop();
+    assert.match(d.output(), /credential cache/);
+  });
+});
+
+describe('testsaslauthd-ts', () => {
+  after(() => removeAllUsers());
+
+  test('prints the stock output lines and exit codes', async () => {
+    const u = createUser(userName('tc'), 'Client-pw1');
+    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    try {
+      const ok = await runTool(node, [CLIENT_BIN, '-f', d.socketPath, '-u', u.name, '-p', u.password]);
+      assert.equal(ok.stdout, '0: OK "Success."\n');
+      assert.equal(ok.code, 0);
+      const no = await runTool(node, [CLIENT_BIN, '-f', d.socketPath, '-u', u.name, '-p', 'bad', '-R', '2']);
+      assert.equal(no.stdout, '0: NO "authentication failed"\n1: NO "authentication failed"\n');
+      assert.equal(no.code, 255);
+      const json = await runTool(node, [CLIENT_BIN, '-f', d.socketPath, '-u', u.name, '-p', 'bad', '--json']);
+      assert.deepEqual(JSON.parse(json.stdout), { try: 0, ok: false, reply: 'NO Incorrect password' });
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('usage errors exit 1 with the stock usage text', async () => {
+    const r = await runTool(node, [CLIENT_BIN, '-u', 'x']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^testsaslauthd: usage: testsaslauthd -u username -p password/);
+  });
+
+  test('a missing socket prints the connect error and exits 255', async () => {
+    const r = await runTool(node, [CLIENT_BIN, '-u', 'x', '-p', 'y', '-f', '/nonexistent/mux']);
+    assert.equal(r.code, 255);
+    assert.equal(r.stdout, '0: ');
+    assert.match(r.stderr, /connect\(\) : No such file or directory/);
+  });
+});
