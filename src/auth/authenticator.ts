@@ -6,6 +6,7 @@ import type pino from 'pino';
 import type { RawRequest } from '../protocol/decoder';
 import type { AuthRequest, Backend, Outcome } from '../backends/backend';
 import { unavailable } from '../backends/backend';
+import type { CredentialCache } from './cache';
 
 export interface AuthenticatorOptions {
   backend: Backend;
@@ -14,6 +15,8 @@ export interface AuthenticatorOptions {
   /** A backend that has not answered by then is answered NO. */
   timeoutMs: number;
   log: pino.Logger;
+  /** -c: the credential cache, if enabled. */
+  cache?: CredentialCache | undefined;
 }
 
 export const TIMEOUT_REPLY = 'NO [ALERT] authentication backend timed out';
@@ -23,8 +26,10 @@ export class Authenticator {
   private readonly concatRealm: boolean;
   private readonly timeoutMs: number;
   private readonly log: pino.Logger;
+  private readonly cache: CredentialCache | undefined;
 
   constructor(opts: AuthenticatorOptions) {
+    this.cache = opts.cache;
     this.backend = opts.backend;
     this.concatRealm = opts.concatRealm;
     this.timeoutMs = opts.timeoutMs;
@@ -55,10 +60,29 @@ export class Authenticator {
       };
       if (raw.clientAddr !== undefined && raw.clientAddr.length > 0) req.clientAddr = raw.clientAddr.toString('utf8');
 
+      const cache = this.cache;
+      if (cache !== undefined && cache.mode === 'normal' && cache.lookup(req.login, realm, req.service, req.password)) {
+        this.logCached(req, 'auth success (cached)');
+        return 'OK';
+      }
+
       const started = process.hrtime.bigint();
       const outcome = await this.runBackend(req);
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
       this.logOutcome(req, outcome, durationMs);
+      if (cache !== undefined) {
+        if (outcome.ok) {
+          cache.commit(req.login, realm, req.service, req.password);
+        } else if (cache.mode === 'outage' && cache.lookup(req.login, realm, req.service, req.password)) {
+          if (outcome.kind === 'unavailable') {
+            // Stale-on-error: the backend cannot decide, these credentials
+            // succeeded within the TTL, so keep mail flowing.
+            this.logCached(req, 'auth success (cached, mechanism unavailable)');
+            return 'OK';
+          }
+          cache.forget(req.login, realm, req.service); // the password was changed or revoked
+        }
+      }
       return outcome.text;
     } catch (err) {
       this.log.error({ err }, 'internal error while authenticating');
@@ -87,6 +111,13 @@ export class Authenticator {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  private logCached(req: AuthRequest, what: string): void {
+    this.log.info(
+      { user: req.login, service: req.service, realm: req.realm, mech: this.backend.name, result: 'ok', cached: true },
+      `${what}: [user=${req.login}] [service=${req.service}] [realm=${req.realm}]`,
+    );
   }
 
   private logOutcome(req: AuthRequest, outcome: Outcome, durationMs: number): void {

@@ -10,6 +10,7 @@ import { createLogger, type DaemonLogger } from '../log/logger';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import type { Backend } from '../backends/backend';
 import { Authenticator } from '../auth/authenticator';
+import { CredentialCache } from '../auth/cache';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
 import { native } from '../native/binding';
 
@@ -80,8 +81,14 @@ async function createBackend(opts: DaemonOptions, logger: DaemonLogger): Promise
 async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChild: boolean): Promise<void> {
   const { log } = logger;
   const backend = await createBackend(opts, logger);
-  if (opts.cache) {
-    log.warn('credential cache (-c) is not implemented in this version; every request goes to the mechanism');
+  const cache = opts.cache
+    ? new CredentialCache({ ttlMs: opts.cacheTimeoutSec * 1000, sizeKb: opts.cacheSizeKb, mode: opts.cacheMode })
+    : undefined;
+  if (cache) {
+    log.info(
+      { entries: cache.maxEntries, ttlSec: opts.cacheTimeoutSec, mode: cache.mode },
+      `credential cache: ${cache.maxEntries} entries, ${opts.cacheTimeoutSec} s, mode ${cache.mode}`,
+    );
   }
   fs.mkdirSync(opts.runDir, { recursive: true, mode: 0o755 });
   const fdLimit = native.raiseFdLimit();
@@ -92,6 +99,7 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
     concatRealm: opts.concatRealm,
     timeoutMs: opts.authTimeoutMs,
     log,
+    cache,
   });
   const server = new SaslauthdServer({
     socketPath: path.join(opts.runDir, SOCKET_NAME),
@@ -134,6 +142,8 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => {
+    // An admin who resets a password and sends SIGHUP expects the old one gone.
+    cache?.clear();
     if (!backend.reload) {
       log.info(`SIGHUP: mechanism ${backend.name} has no configuration to re-read`);
       return;

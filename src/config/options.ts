@@ -15,6 +15,7 @@ export interface DaemonOptions {
   cache: boolean;
   cacheSizeKb: number | undefined;
   cacheTimeoutSec: number;
+  cacheMode: 'normal' | 'outage';
   concatRealm: boolean;
   noAcceptLock: boolean;
   /** -d: foreground and debug logging to stderr. */
@@ -25,6 +26,10 @@ export interface DaemonOptions {
   readTimeoutMs: number;
   authTimeoutMs: number;
   drainTimeoutMs: number;
+  /** --check: validate and print the effective settings instead of starting. */
+  check: boolean;
+  /** --defaults-file: Cyrus-style MECHANISMS/MECH_OPTIONS/THREADS/OPTIONS file. */
+  defaultsFile: string | undefined;
 }
 
 export class UsageError extends Error {
@@ -77,6 +82,15 @@ export function buildCommand(): Command {
     .addOption(new Option('-c', 'enable the credential cache'))
     .addOption(new Option('-s <kb>', 'cache size in KiB (with -c)').argParser(positiveInt('-s', 1)))
     .addOption(new Option('-t <seconds>', 'cache entry lifetime (with -c)').argParser(positiveInt('-t', 1)).default(28800))
+    .addOption(
+      new Option(
+        '--cache-mode <mode>',
+        'normal: a cache hit answers OK without asking the mechanism (Cyrus); ' +
+          'outage: the cache answers only while the mechanism is unavailable',
+      )
+        .choices(['normal', 'outage'])
+        .default('normal'),
+    )
     .addOption(new Option('-r', 'pass login@realm to the mechanism when the client sends a realm'))
     .addOption(new Option('-l', 'Cyrus: disable the accept lock. Accepted; there is no accept lock here'))
     .addOption(new Option('-d', 'debug: stay in the foreground and log verbosely to stderr'))
@@ -97,6 +111,19 @@ export function buildCommand(): Command {
       new Option('--drain-timeout <seconds>', 'close a client that keeps the connection open after the answer')
         .argParser(positiveInt('--drain-timeout', 1))
         .default(2),
+    )
+    .addOption(
+      new Option(
+        '--defaults-file <path>',
+        'read MECHANISMS, MECH_OPTIONS, THREADS and OPTIONS from this /etc/default file (as the systemd unit does); ' +
+          'flags given here override them',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--check',
+        'validate the flags, the defaults file and the mechanism configuration, print the effective settings, and exit',
+      ),
     )
     .allowExcessArguments(false)
     .exitOverride()
@@ -137,6 +164,7 @@ export function parseArgs(argv: string[]): ParseResult {
       cache: o.c === true,
       cacheSizeKb: o.s === undefined ? undefined : Number(o.s),
       cacheTimeoutSec: Number(o.t),
+      cacheMode: o.cacheMode === 'outage' ? 'outage' : 'normal',
       concatRealm: o.r === true,
       noAcceptLock: o.l === true,
       debug: o.d === true,
@@ -145,6 +173,8 @@ export function parseArgs(argv: string[]): ParseResult {
       readTimeoutMs: Number(o.readTimeout) * 1000,
       authTimeoutMs: Number(o.authTimeout) * 1000,
       drainTimeoutMs: Number(o.drainTimeout) * 1000,
+      check: o.check === true,
+      defaultsFile: o.defaultsFile === undefined ? undefined : String(o.defaultsFile),
     },
   };
 }

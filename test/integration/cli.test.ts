@@ -140,10 +140,10 @@ describe('saslauthd-ts command line', () => {
     assert.match(r.stderr, /unknown authentication mechanism: nosuch/);
   });
 
-  test('-c is accepted and says the cache is not there yet', async () => {
-    const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-t', '60'] });
+  test('-c -s -t size the cache as Cyrus would and say so at startup', async () => {
+    const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-s', '96', '-t', '60'] });
     await d.stop();
-    assert.match(d.output(), /credential cache/);
+    assert.match(d.output(), /credential cache: 1024 entries, 60 s, mode normal/);
   });
 });
 

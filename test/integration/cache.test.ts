@@ -1,0 +1,46 @@
+// The credential cache (-c -t) against real users and the shadow mechanism.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startDaemon } from '../helpers/daemon';
+import { createUser, removeAllUsers, runCmd, userName } from '../helpers/users';
+import { sendRequest } from '../../src/client/request';
+
+after(() => removeAllUsers());
+
+test('-c keeps Cyrus semantics: an old password answers OK until the TTL, a new one replaces it', async () => {
+  const u = createUser(userName('cac'), 'Old-pass1');
+  const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-t', '3'] });
+  const ask = (password: string): Promise<string> =>
+    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  try {
+    assert.equal(await ask('Old-pass1'), 'OK');
+    runCmd('chpasswd', [], `${u.name}:New-pass2\n`);
+    assert.equal(await ask('Old-pass1'), 'OK', 'served from the cache');
+    await d.waitForLog(/auth success \(cached\): \[user=/);
+    assert.equal(await ask('Wrong-pass'), 'NO Incorrect password', 'a different password goes to the backend');
+    assert.equal(await ask('New-pass2'), 'OK');
+    assert.equal(await ask('Old-pass1'), 'NO Incorrect password', 'the new success replaced the entry');
+    await new Promise((r) => setTimeout(r, 3200));
+    runCmd('chpasswd', [], `${u.name}:Third-pass3\n`);
+    assert.equal(await ask('New-pass2'), 'NO Incorrect password', 'expired after -t seconds');
+  } finally {
+    await d.stop();
+  }
+});
+
+test('SIGHUP empties the cache', async () => {
+  const u = createUser(userName('hup'), 'Old-pass1');
+  const d = await startDaemon({ args: ['-a', 'shadow', '-c'] });
+  const ask = (password: string): Promise<string> =>
+    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  try {
+    assert.equal(await ask('Old-pass1'), 'OK');
+    runCmd('chpasswd', [], `${u.name}:New-pass2\n`);
+    assert.equal(await ask('Old-pass1'), 'OK');
+    d.child.kill('SIGHUP');
+    await d.waitForLog(/SIGHUP/);
+    assert.equal(await ask('Old-pass1'), 'NO Incorrect password');
+  } finally {
+    await d.stop();
+  }
+});
