@@ -1,0 +1,194 @@
+/*
+ * saslauthd-loadgen: drives a saslauthd socket the way real clients do, one
+ * request per connection, from C threads, so the generator is never the
+ * bottleneck. Prints one JSON object.
+ *
+ *   saslauthd-loadgen -s SOCKET -c CONC -d SECONDS -u USER -p PASS
+ *                     [-S service] [-r realm] [-i IDLE] [-w WRONG -W WRONGPASS]
+ *
+ * -i IDLE: hold IDLE extra connections open (sending nothing) during the run.
+ * -w WRONG: WRONG extra threads keep sending WRONGPASS (not measured).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+struct req {
+  unsigned char buf[1100];
+  size_t len;
+};
+
+struct worker {
+  pthread_t tid;
+  const struct req* rq;
+  int measured;
+  uint64_t n, ok, no, err;
+  uint32_t* lat; /* microseconds */
+  size_t cap;
+};
+
+static const char* g_socket;
+static volatile int g_stop;
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void put(struct req* r, const char* s) {
+  size_t n = strlen(s);
+  r->buf[r->len++] = (unsigned char)(n >> 8);
+  r->buf[r->len++] = (unsigned char)(n & 0xff);
+  memcpy(r->buf + r->len, s, n);
+  r->len += n;
+}
+
+static int connect_socket(int nonblock) {
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  strncpy(sa.sun_path, g_socket, sizeof sa.sun_path - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
+  if (fd < 0) return -1;
+  if (connect(fd, (struct sockaddr*)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* 1 = OK, 0 = NO, -1 = error */
+static int one_request(const struct req* rq) {
+  int fd = connect_socket(0);
+  if (fd < 0) return -1;
+  struct timeval tv = {30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (write(fd, rq->buf, rq->len) != (ssize_t)rq->len) {
+    close(fd);
+    return -1;
+  }
+  unsigned char in[1100];
+  size_t got = 0;
+  for (;;) {
+    ssize_t r = read(fd, in + got, sizeof in - got);
+    if (r <= 0) break;
+    got += (size_t)r;
+    if (got >= 2 && got >= 2u + ((size_t)in[0] << 8 | in[1])) break;
+  }
+  close(fd);
+  if (got < 4) return -1;
+  return (in[2] == 'O' && in[3] == 'K') ? 1 : 0;
+}
+
+static void* run(void* arg) {
+  struct worker* w = arg;
+  while (!g_stop) {
+    uint64_t t0 = now_us();
+    int r = one_request(w->rq);
+    uint64_t dt = now_us() - t0;
+    if (g_stop && w->measured) break; /* don't count requests cut by the end */
+    w->n++;
+    if (r == 1) w->ok++;
+    else if (r == 0) w->no++;
+    else w->err++;
+    if (w->measured) {
+      if (w->n > w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 4096;
+        w->lat = realloc(w->lat, w->cap * sizeof *w->lat);
+      }
+      w->lat[w->n - 1] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
+    }
+    if (r < 0) usleep(1000); /* daemon gone or backlog full: don't spin */
+  }
+  return NULL;
+}
+
+static int cmp_u32(const void* a, const void* b) {
+  uint32_t x = *(const uint32_t*)a, y = *(const uint32_t*)b;
+  return x < y ? -1 : x > y;
+}
+
+int main(int argc, char** argv) {
+  int conc = 1, idle = 0, wrong = 0;
+  double secs = 5;
+  const char *user = NULL, *pass = NULL, *wpass = "wrong-password", *service = "smtp", *realm = "";
+  int opt;
+  while ((opt = getopt(argc, argv, "s:c:d:u:p:S:r:i:w:W:")) != -1) {
+    switch (opt) {
+      case 's': g_socket = optarg; break;
+      case 'c': conc = atoi(optarg); break;
+      case 'd': secs = atof(optarg); break;
+      case 'u': user = optarg; break;
+      case 'p': pass = optarg; break;
+      case 'S': service = optarg; break;
+      case 'r': realm = optarg; break;
+      case 'i': idle = atoi(optarg); break;
+      case 'w': wrong = atoi(optarg); break;
+      case 'W': wpass = optarg; break;
+      default:
+        fprintf(stderr, "usage: %s -s socket -c conc -d secs -u user -p pass [-S svc] [-r realm] [-i idle] [-w n -W pass]\n", argv[0]);
+        return 1;
+    }
+  }
+  if (!g_socket || !user || !pass || conc < 1 || strlen(user) > 256 || strlen(pass) > 256) {
+    fprintf(stderr, "missing or bad arguments\n");
+    return 1;
+  }
+  struct req good = {.len = 0}, bad = {.len = 0};
+  put(&good, user); put(&good, pass); put(&good, service); put(&good, realm);
+  put(&bad, user); put(&bad, wpass); put(&bad, service); put(&bad, realm);
+
+  int* idle_fds = calloc((size_t)idle + 1, sizeof(int));
+  int idle_open = 0;
+  for (int i = 0; i < idle; i++) {
+    int fd = connect_socket(1);
+    if (fd >= 0) idle_fds[idle_open++] = fd;
+  }
+
+  struct worker* bg = calloc((size_t)wrong + 1, sizeof *bg);
+  for (int i = 0; i < wrong; i++) {
+    bg[i].rq = &bad;
+    pthread_create(&bg[i].tid, NULL, run, &bg[i]);
+  }
+  if (wrong > 0) usleep(300000); /* let the wrong logins occupy the daemon first */
+
+  struct worker* ws = calloc((size_t)conc, sizeof *ws);
+  uint64_t start = now_us();
+  for (int i = 0; i < conc; i++) {
+    ws[i].rq = &good;
+    ws[i].measured = 1;
+    pthread_create(&ws[i].tid, NULL, run, &ws[i]);
+  }
+  usleep((useconds_t)(secs * 1e6));
+  g_stop = 1;
+  uint64_t elapsed = now_us() - start;
+  for (int i = 0; i < conc; i++) pthread_join(ws[i].tid, NULL);
+  for (int i = 0; i < wrong; i++) pthread_join(bg[i].tid, NULL);
+  for (int i = 0; i < idle_open; i++) close(idle_fds[i]);
+
+  uint64_t n = 0, ok = 0, no = 0, err = 0, wrong_n = 0;
+  for (int i = 0; i < conc; i++) { n += ws[i].n; ok += ws[i].ok; no += ws[i].no; err += ws[i].err; }
+  for (int i = 0; i < wrong; i++) wrong_n += bg[i].n;
+  uint32_t* all = malloc((n + 1) * sizeof *all);
+  size_t k = 0;
+  for (int i = 0; i < conc; i++)
+    for (uint64_t j = 0; j < ws[i].n; j++) all[k++] = ws[i].lat[j];
+  qsort(all, k, sizeof *all, cmp_u32);
+  double p50 = k ? all[k / 2] / 1000.0 : 0, p99 = k ? all[(size_t)(k * 0.99)] / 1000.0 : 0;
+  double mx = k ? all[k - 1] / 1000.0 : 0;
+  printf("{\"requests\":%llu,\"ok\":%llu,\"no\":%llu,\"errors\":%llu,\"rps\":%.1f,"
+         "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"idle_open\":%d,\"wrong_done\":%llu}\n",
+         (unsigned long long)n, (unsigned long long)ok, (unsigned long long)no, (unsigned long long)err,
+         n * 1e6 / (double)elapsed, p50, p99, mx, idle_open, (unsigned long long)wrong_n);
+  return 0;
+}
