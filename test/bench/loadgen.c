@@ -38,6 +38,7 @@ struct worker {
 
 static const char* g_socket;
 static volatile int g_stop;
+static struct timeval g_io_timeout = {30, 0};
 
 static uint64_t now_us(void) {
   struct timespec ts;
@@ -60,6 +61,10 @@ static int connect_socket(int nonblock) {
   strncpy(sa.sun_path, g_socket, sizeof sa.sun_path - 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) return -1;
+  /* A stalled daemon must not hold a thread past the run: bound connect
+     (a full backlog blocks it), write and read. */
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &g_io_timeout, sizeof g_io_timeout);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &g_io_timeout, sizeof g_io_timeout);
   if (connect(fd, (struct sockaddr*)&sa, sizeof sa) != 0) {
     close(fd);
     return -1;
@@ -71,8 +76,6 @@ static int connect_socket(int nonblock) {
 static int one_request(const struct req* rq) {
   int fd = connect_socket(0);
   if (fd < 0) return -1;
-  struct timeval tv = {30, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   if (write(fd, rq->buf, rq->len) != (ssize_t)rq->len) {
     close(fd);
     return -1;
@@ -144,6 +147,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "missing or bad arguments\n");
     return 1;
   }
+  g_io_timeout.tv_sec = (time_t)secs + 2;
   struct req good = {.len = 0}, bad = {.len = 0};
   put(&good, user); put(&good, pass); put(&good, service); put(&good, realm);
   put(&bad, user); put(&bad, wpass); put(&bad, service); put(&bad, realm);

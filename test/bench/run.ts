@@ -1,0 +1,243 @@
+// npm run bench: saslauthd-ts against Cyrus saslauthd (when /usr/sbin/saslauthd
+// is installed), same machine, same run, identical load, alternating. The
+// figures that matter are the ratios: these machines are shared and noisy.
+//
+// Load comes from build/Release/saslauthd-loadgen (C, threads, one request per
+// connection as real clients do). BENCH_SECONDS sets the length of each run
+// (default 5); BENCH_ROWS=shadow,cache,pam,idle selects row groups.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { native } from '../../src/native/binding';
+import { BACKENDS } from '../../src/backends';
+import { DAEMON_BIN, ROOT, waitForSocket } from '../helpers/daemon';
+import { createUser, removeAllUsers } from '../helpers/users';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle').split(','));
+const CYRUS = '/usr/sbin/saslauthd';
+const LOADGEN = path.join(ROOT, 'build', 'Release', 'saslauthd-loadgen');
+const haveCyrus = fs.existsSync(CYRUS);
+
+interface Load {
+  requests: number;
+  ok: number;
+  no: number;
+  errors: number;
+  rps: number;
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  idle_open: number;
+  wrong_done: number;
+}
+
+interface Measured extends Load {
+  rssMb: number;
+}
+
+interface Daemon {
+  socket: string;
+  pids(): number[];
+  stop(): Promise<void>;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function procStatus(pid: number, key: string): number {
+  try {
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Every process whose process group is pgid (Cyrus forks -n workers). */
+function groupPids(pgid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) === pgid) out.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+const rssMb = (pids: number[], key = 'VmRSS'): number => pids.reduce((a, p) => a + procStatus(p, key), 0) / 1024;
+
+async function startOurs(args: string[]): Promise<Daemon> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ts-'));
+  const log = fs.openSync(path.join(dir, 'daemon.log'), 'w');
+  const child: ChildProcess = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, ...args], {
+    stdio: ['ignore', log, log],
+  });
+  await waitForSocket(path.join(dir, 'mux'), 10_000, child);
+  return {
+    socket: path.join(dir, 'mux'),
+    pids: () => (child.pid ? [child.pid] : []),
+    async stop() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      fs.closeSync(log);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function startCyrus(args: string[]): Promise<Daemon> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-cyrus-'));
+  await new Promise<void>((resolve, reject) =>
+    execFile(CYRUS, ['-m', dir, '-n', '5', ...args], (err) => (err ? reject(err) : resolve())),
+  );
+  await waitForSocket(path.join(dir, 'mux'), 10_000);
+  const pid = Number(fs.readFileSync(path.join(dir, 'saslauthd.pid'), 'utf8').trim());
+  return {
+    socket: path.join(dir, 'mux'),
+    pids: () => groupPids(pid),
+    async stop() {
+      process.kill(pid, 'SIGTERM');
+      for (let i = 0; i < 100 && groupPids(pid).length > 0; i++) await sleep(50);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function loadgen(socket: string, args: string[]): Promise<Load> {
+  return new Promise((resolve, reject) => {
+    execFile(LOADGEN, ['-s', socket, '-d', String(SECONDS), ...args], { timeout: (SECONDS + 60) * 1000 }, (err, stdout) => {
+      if (err) reject(err);
+      else resolve(JSON.parse(stdout) as Load);
+    });
+  });
+}
+
+async function measure(start: () => Promise<Daemon>, args: string[]): Promise<Measured> {
+  const d = await start();
+  try {
+    await sleep(200);
+    const load = await loadgen(d.socket, args);
+    return { ...load, rssMb: rssMb(d.pids(), 'VmHWM') };
+  } finally {
+    await d.stop();
+  }
+}
+
+interface Row {
+  name: string;
+  ours: Measured;
+  cyrus?: Measured;
+  /** Unloaded reference for the head-of-line rows (ours / cyrus). */
+  note?: string;
+}
+
+const rows: Row[] = [];
+const fmt = (n: number, d = 0): string => n.toFixed(d);
+
+function printRow(r: Row): void {
+  const cell = (m?: Measured): string =>
+    m
+      ? `${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.rssMb).padStart(4)}MB`
+      : '        (no Cyrus)                        ';
+  const ratio = r.cyrus && r.cyrus.rps > 0 ? `${(r.ours.rps / r.cyrus.rps).toFixed(2)}x` : r.cyrus ? 'inf' : '-';
+  console.log(`${r.name.padEnd(34)} | ${cell(r.ours)} | ${cell(r.cyrus)} | ${ratio.padStart(6)} ${r.note ?? ''}`);
+}
+
+async function compare(name: string, oursArgs: string[], cyrusArgs: string[] | undefined, load: string[], note?: string): Promise<Row> {
+  // Alternate who goes first, so drift in the machine's load hits both.
+  const cyrusFirst = rows.length % 2 === 0;
+  let cyrus: Measured | undefined;
+  if (haveCyrus && cyrusArgs && cyrusFirst) cyrus = await measure(() => startCyrus(cyrusArgs), load);
+  const ours = await measure(() => startOurs(oursArgs), load);
+  if (haveCyrus && cyrusArgs && !cyrusFirst) cyrus = await measure(() => startCyrus(cyrusArgs), load);
+  const row: Row = { name, ours, ...(cyrus ? { cyrus } : {}), ...(note ? { note } : {}) };
+  rows.push(row);
+  printRow(row);
+  return row;
+}
+
+async function cryptCpuMs(hash: string, password: string, n: number): Promise<number> {
+  const pw = Buffer.from(password);
+  const before = process.cpuUsage();
+  for (let i = 0; i < n; i++) await native.cryptVerify(pw, hash);
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1000 / n;
+}
+
+async function main(): Promise<void> {
+  const cores = os.availableParallelism();
+  console.log(`saslauthd-ts benchmark: ${cores} cores, ${SECONDS} s per run, Cyrus ${haveCyrus ? CYRUS : 'not installed'}`);
+  console.log('columns: req/s  p50 ms  p99 ms  OK/NO/errors  peak RSS (all processes); ratio = ours/Cyrus req/s\n');
+  const pw = 'Bench-pw-1';
+  const sha = createUser(`bsha${process.pid}`, pw, 'sha512crypt');
+  const yes = createUser(`byes${process.pid}`, pw); // chpasswd: Debian's default, yescrypt
+  const shadowHash = (u: string): string => fs.readFileSync('/etc/shadow', 'utf8').split('\n').find((l) => l.startsWith(`${u}:`))!.split(':')[1]!;
+
+  try {
+    console.log(`${'row'.padEnd(34)} | ${'saslauthd-ts'.padEnd(41)} | ${'Cyrus saslauthd -n 5'.padEnd(41)} | ratio`);
+    if (GROUPS.has('crypt')) {
+      for (const [label, u] of [['sha512', sha], ['yescrypt', yes]] as const) {
+        const n = label === 'sha512' ? 300 : 40;
+        const ms = await cryptCpuMs(shadowHash(u.name), pw, n);
+        console.log(`crypt limit ${label}: ${ms.toFixed(2)} ms CPU per hash -> ${fmt((cores * 1000) / ms)} req/s on ${cores} cores`);
+      }
+    }
+    if (GROUPS.has('shadow')) {
+      for (const [label, u] of [['sha512', sha], ['yescrypt', yes]] as const) {
+        for (const c of [1, 8, 64]) {
+          await compare(`shadow ${label} C=${c}`, ['-a', 'shadow'], ['-a', 'shadow'], ['-c', String(c), '-u', u.name, '-p', pw]);
+        }
+      }
+    }
+    if (GROUPS.has('cache')) {
+      for (const c of [1, 8, 64]) {
+        await compare(`cache hit C=${c}`, ['-a', 'shadow', '-c'], ['-a', 'shadow', '-c'], ['-c', String(c), '-u', yes.name, '-p', pw]);
+      }
+    }
+    if (GROUPS.has('pam') && BACKENDS.pam !== undefined) {
+      const base = await compare('pam good logins C=4', ['-a', 'pam'], ['-a', 'pam'], ['-c', '4', '-u', yes.name, '-p', pw]);
+      const loaded = await compare(
+        'pam C=4 + 16 wrong in flight',
+        ['-a', 'pam'],
+        ['-a', 'pam'],
+        ['-c', '4', '-u', yes.name, '-p', pw, '-w', '16', '-W', 'wrong-password'],
+      );
+      console.log(
+        `  head-of-line: ours ${fmt((loaded.ours.rps / base.ours.rps) * 100)} % of unloaded` +
+          (base.cyrus && loaded.cyrus ? `, Cyrus ${fmt((loaded.cyrus.rps / base.cyrus.rps) * 100)} %` : ''),
+      );
+    }
+    if (GROUPS.has('idle')) {
+      const base = await compare('shadow sha512 C=8 (reference)', ['-a', 'shadow'], ['-a', 'shadow'], ['-c', '8', '-u', sha.name, '-p', pw]);
+      const loaded = await compare(
+        'shadow sha512 C=8 + 5000 idle conns',
+        ['-a', 'shadow'],
+        ['-a', 'shadow'],
+        ['-c', '8', '-u', sha.name, '-p', pw, '-i', '5000'],
+      );
+      console.log(
+        `  idle connections held: ours ${loaded.ours.idle_open}${loaded.cyrus ? `, Cyrus ${loaded.cyrus.idle_open}` : ''}; ` +
+          `good logins: ours ${fmt((loaded.ours.rps / base.ours.rps) * 100)} % of unloaded` +
+          (base.cyrus && loaded.cyrus ? `, Cyrus ${fmt((loaded.cyrus.rps / base.cyrus.rps) * 100)} %` : ''),
+      );
+    }
+    const idle = await startOurs(['-a', 'shadow']);
+    await sleep(500);
+    console.log(`\nsaslauthd-ts idle RSS: ${fmt(rssMb(idle.pids()), 1)} MB`);
+    await idle.stop();
+  } finally {
+    removeAllUsers();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  removeAllUsers();
+  process.exitCode = 1;
+});
