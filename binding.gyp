@@ -5,12 +5,20 @@
       "sources": [
         "src/native/addon.cc",
         "src/native/crypt.cc",
-        "src/native/syslog.cc"
+        "src/native/syslog.cc",
+        "src/native/pam.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
-      "libraries": ["-lcrypt"]
+      "libraries": ["-lcrypt", "-lpam"]
+    },
+    {
+      "target_name": "saslauthd-loadgen",
+      "type": "executable",
+      "sources": ["test/bench/loadgen.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-pthread"],
+      "ldflags": ["-pthread"]
     }
   ]
 }

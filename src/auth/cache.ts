@@ -13,12 +13,21 @@ export const DEFAULT_ENTRIES = 1711 * 6;
 
 export type CacheMode = 'normal' | 'outage';
 
+/** A change to replicate to the other worker processes (see server/cluster.ts). */
+export type CacheOp =
+  | { kind: 'commit'; id: string; mac: string; created: number }
+  | { kind: 'forget'; id: string };
+
 export interface CacheOptions {
   ttlMs: number;
   /** -s KB; undefined = Cyrus's default table size. */
   sizeKb?: number | undefined;
   mode: CacheMode;
   now?: () => number;
+  /** HMAC key shared by the worker processes; random when omitted. */
+  key?: Buffer | undefined;
+  /** Called for each local commit/forget, to replicate it. */
+  onChange?: ((op: CacheOp) => void) | undefined;
 }
 
 interface Entry {
@@ -30,9 +39,10 @@ export class CredentialCache {
   readonly maxEntries: number;
   readonly ttlMs: number;
   readonly mode: CacheMode;
-  private readonly key = crypto.randomBytes(32);
+  private readonly key: Buffer;
   private readonly entries = new Map<string, Entry>();
   private readonly now: () => number;
+  private readonly onChange: ((op: CacheOp) => void) | undefined;
 
   constructor(opts: CacheOptions) {
     this.ttlMs = opts.ttlMs;
@@ -40,6 +50,8 @@ export class CredentialCache {
     this.maxEntries =
       opts.sizeKb === undefined ? DEFAULT_ENTRIES : Math.max(1, Math.floor((opts.sizeKb * 1024) / CYRUS_BUCKET_BYTES));
     this.now = opts.now ?? Date.now;
+    this.key = opts.key ?? crypto.randomBytes(32);
+    this.onChange = opts.onChange;
   }
 
   get size(): number {
@@ -69,8 +81,20 @@ export class CredentialCache {
   /** Record a backend-verified success; replaces any entry for the identity. */
   commit(login: string, realm: string, service: string, password: Buffer): void {
     const id = CredentialCache.id(login, realm, service);
+    const entry = { mac: this.mac(id, password), created: this.now() };
+    this.store(id, entry);
+    this.onChange?.({ kind: 'commit', id, mac: entry.mac.toString('base64'), created: entry.created });
+  }
+
+  /** Apply a change made by another worker process. */
+  apply(op: CacheOp): void {
+    if (op.kind === 'commit') this.store(op.id, { mac: Buffer.from(op.mac, 'base64'), created: op.created });
+    else this.entries.delete(op.id);
+  }
+
+  private store(id: string, entry: Entry): void {
     this.entries.delete(id); // re-insert at the young end of the Map's order
-    this.entries.set(id, { mac: this.mac(id, password), created: this.now() });
+    this.entries.set(id, entry);
     // Map iterates in insertion order, so the first key is the oldest commit.
     while (this.entries.size > this.maxEntries) {
       const oldest = this.entries.keys().next().value as string;
@@ -80,7 +104,9 @@ export class CredentialCache {
 
   /** The backend refused these credentials: forget the identity. */
   forget(login: string, realm: string, service: string): void {
-    this.entries.delete(CredentialCache.id(login, realm, service));
+    const id = CredentialCache.id(login, realm, service);
+    this.entries.delete(id);
+    this.onChange?.({ kind: 'forget', id });
   }
 
   clear(): void {

@@ -18,6 +18,7 @@ SecretBytes::~SecretBytes() { explicit_bzero(data_.data(), data_.size()); }
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   saslauthd::InitCrypt(env, exports);
   saslauthd::InitSyslog(env, exports);
+  saslauthd::InitPam(env, exports);
   return exports;
 }
 

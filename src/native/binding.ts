@@ -19,7 +19,32 @@ export interface ShadowResult {
   detail: string;
 }
 
+/** A PAM transaction's request (src/native/pam.cc). */
+export interface PamRequest {
+  /** PAM service name, passed to pam_start verbatim. */
+  service: string;
+  user: string;
+  password: Buffer;
+  /** Client address; PAM_RHOST gets the part before ';'. */
+  rhost?: string;
+}
+
+/** Where a PAM transaction stopped: the failing call, or 'done' on success. */
+export type PamStage = 'pam_start' | 'pam_authenticate' | 'pam_acct_mgmt' | 'done';
+
+export interface PamResult {
+  ok: boolean;
+  /** The Linux-PAM return code of `stage` (PAM_SUCCESS = 0). */
+  code: number;
+  stage: PamStage;
+  /** pam_strerror(code). */
+  message: string;
+  /** The fail delay libpam computed (the hook replaced its sleep); 0 if none. */
+  delayUs: number;
+}
+
 export interface NativeAddon {
+  pamAuthenticate(req: PamRequest): Promise<PamResult>;
   cryptVerify(password: Buffer, hash: string): Promise<boolean>;
   shadowCheck(user: string, password: Buffer): Promise<ShadowResult>;
   raiseFdLimit(): number;

@@ -18,7 +18,7 @@ export interface RunningDaemon {
   output(): string;
   /** Waits until a log line matching re appears (or throws after timeoutMs). */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
-  /** SIGTERM and wait for exit; returns the exit code. */
+  /** SIGTERM and wait for exit; returns the exit code. Removes the run dir if startDaemon made it. */
   stop(): Promise<number | null>;
 }
 
@@ -89,8 +89,9 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
       }
     },
     async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const code = await exited;
+      if (opts.runDir === undefined) fs.rmSync(runDir, { recursive: true, force: true });
       return code;
     },
   };

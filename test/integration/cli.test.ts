@@ -12,7 +12,15 @@ import { createUser, removeAllUsers, userName } from '../helpers/users';
 import { sendRequest } from '../../src/client/request';
 
 const node = process.execPath;
-const tmp = (): string => fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-cli-'));
+const tmpDirs: string[] = [];
+const tmp = (): string => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-cli-'));
+  tmpDirs.push(dir);
+  return dir;
+};
+after(() => {
+  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 describe('saslauthd-ts command line', () => {
   after(() => removeAllUsers());
@@ -82,11 +90,12 @@ describe('saslauthd-ts command line', () => {
   });
 
   test('replaces a stale socket left by a crashed daemon', async () => {
-    const crashed = await startDaemon({ args: ['-a', 'shadow'] });
+    const dir = tmp();
+    const crashed = await startDaemon({ args: ['-a', 'shadow'], runDir: dir });
     crashed.child.kill('SIGKILL');
     await crashed.stop();
     assert.ok(fs.existsSync(crashed.socketPath), 'SIGKILL leaves the socket file behind');
-    const d = await startDaemon({ args: ['-a', 'shadow'], runDir: crashed.runDir });
+    const d = await startDaemon({ args: ['-a', 'shadow'], runDir: dir });
     const answer = await sendRequest(d.socketPath, { login: 'nobody-here', password: 'x', service: '', realm: '' });
     assert.equal(answer, 'NO Invalid username');
     assert.equal(await d.stop(), 0);

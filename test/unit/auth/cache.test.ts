@@ -84,3 +84,14 @@ test('forget drops the identity', () => {
   c.forget('bob', '', 'smtp');
   assert.equal(c.lookup('bob', '', 'smtp', pw('pw')), false);
 });
+
+test('changes replicate between caches that share a key (worker processes)', () => {
+  const key = Buffer.alloc(32, 7);
+  const a = new CredentialCache({ ttlMs: 60_000, mode: 'normal', key, onChange: (op) => b.apply(op) });
+  const b = new CredentialCache({ ttlMs: 60_000, mode: 'normal', key });
+  a.commit('bob', '', 'smtp', pw('pw'));
+  assert.equal(b.lookup('bob', '', 'smtp', pw('pw')), true);
+  assert.equal(b.lookup('bob', '', 'smtp', pw('other')), false);
+  a.forget('bob', '', 'smtp');
+  assert.equal(b.lookup('bob', '', 'smtp', pw('pw')), false);
+});
