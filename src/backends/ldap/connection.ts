@@ -1,0 +1,166 @@
+// One short-lived LDAP connection, used by one authentication and closed
+// after it. It wraps an ldapts Client so that (a) operations run strictly one
+// after another (ldapts hangs when a fresh Client is used concurrently, and
+// pipelined binds are flaky), (b) every call has a hard timeout and honours
+// the request's AbortSignal even where ldapts itself would wait forever (TLS
+// handshake after StartTLS, a connect whose socket was destroyed), and (c)
+// closing really destroys the sockets.
+import net from 'node:net';
+import tls from 'node:tls';
+import { Client, type Filter, type SearchOptions, type SearchResult } from 'ldapts';
+import type { LdapServer, TlsSettings } from './config';
+import { classify, LdapConnectivityError } from './errors';
+
+export interface ConnectionOptions {
+  server: LdapServer;
+  tls: TlsSettings;
+  /** ldap_timeout: connect, TLS handshake and each operation. */
+  timeoutMs: number;
+  /** TCP/TLS connect; defaults to timeoutMs. */
+  connectTimeoutMs?: number;
+  signal: AbortSignal;
+}
+
+export interface SearchParams {
+  base: string;
+  scope: NonNullable<SearchOptions['scope']>;
+  filter: Filter;
+  derefAliases: NonNullable<SearchOptions['derefAliases']>;
+  sizeLimit: number;
+  timeLimit: number;
+  attributes: string[];
+  explicitBufferAttributes?: string[];
+}
+
+function urlHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+export class LdapConnection {
+  readonly server: LdapServer;
+  private readonly client: Client;
+  private readonly timeoutMs: number;
+  private readonly closer = new AbortController();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly tlsOptions: tls.ConnectionOptions;
+  private readonly startTls: boolean;
+  private readonly onAbort = (): void => this.close();
+  private readonly signal: AbortSignal;
+  private busy = false;
+
+  constructor(opts: ConnectionOptions) {
+    this.server = opts.server;
+    this.signal = opts.signal;
+    this.timeoutMs = opts.timeoutMs;
+    const { server } = opts;
+    this.tlsOptions = {
+      rejectUnauthorized: opts.tls.checkPeer !== false,
+      ...(opts.tls.secureContext !== undefined ? { secureContext: opts.tls.secureContext } : {}),
+      host: server.host,
+      // SNI takes host names only.
+      ...(net.isIP(server.host) === 0 ? { servername: server.host } : {}),
+    };
+    this.startTls = opts.tls.startTls && server.scheme === 'ldap';
+    const track = <S extends net.Socket>(s: S): S => {
+      this.sockets.add(s);
+      s.once('close', () => this.sockets.delete(s));
+      return s;
+    };
+    const createConnection = ((port: number, host: string) =>
+      track(server.socketPath !== undefined ? net.connect(server.socketPath) : net.connect(port, host))) as typeof net.connect;
+    // Used for ldaps:// and for the StartTLS upgrade; our options win over ldapts's.
+    const createSecureConnection = ((...args: unknown[]) => {
+      const given = (typeof args[0] === 'object' && args[0] !== null ? args[0] : args[2] ?? {}) as tls.ConnectionOptions;
+      const options: tls.ConnectionOptions =
+        typeof args[0] === 'number'
+          ? { ...given, port: args[0], host: args[1] as string, ...this.tlsOptions }
+          : { ...given, ...this.tlsOptions };
+      return track(tls.connect(options));
+    }) as typeof tls.connect;
+    const url = server.scheme === 'ldaps' ? `ldaps://${urlHost(server.host)}:${server.port}` : `ldap://${urlHost(server.host)}:${server.port || 389}`;
+    this.client = new Client({
+      url,
+      timeout: opts.timeoutMs,
+      connectTimeout: opts.connectTimeoutMs ?? opts.timeoutMs,
+      createConnection,
+      createSecureConnection,
+    });
+    if (opts.signal.aborted) this.close();
+    else opts.signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  get closed(): boolean {
+    return this.closer.signal.aborted;
+  }
+
+  /**
+   * Run one ldapts call with our own deadline and abort on top of ldapts's
+   * timeouts. Errors come back classified (see errors.ts).
+   */
+  private async run<T>(what: string, call: () => Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
+    if (this.closed) throw new LdapConnectivityError('LDAP_ABORTED', `${what}: connection closed`);
+    if (this.busy) throw new Error(`${what}: LdapConnection used concurrently`);
+    this.busy = true;
+    let timer: NodeJS.Timeout | undefined;
+    let onClose: (() => void) | undefined;
+    try {
+      const guard = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          reject(new LdapConnectivityError('LDAP_TIMEOUT', `${what}: no answer from ${this.server.uri} within ${timeoutMs} ms`));
+          this.close();
+        }, timeoutMs);
+        onClose = () => reject(new LdapConnectivityError('LDAP_ABORTED', `${what}: aborted`));
+        this.closer.signal.addEventListener('abort', onClose, { once: true });
+      });
+      return await Promise.race([call(), guard]);
+    } catch (err) {
+      throw classify(err);
+    } finally {
+      this.busy = false;
+      clearTimeout(timer);
+      if (onClose) this.closer.signal.removeEventListener('abort', onClose);
+    }
+  }
+
+  /** Upgrade with StartTLS if ldap_start_tls asks for it on this server. */
+  async secure(timeoutMs?: number): Promise<void> {
+    if (!this.startTls) return;
+    await this.run('StartTLS', () => this.client.startTLS({ ...this.tlsOptions }), timeoutMs);
+  }
+
+  /** Simple bind; an empty DN and password is an anonymous bind. */
+  async bind(dn: string, password: string, timeoutMs?: number): Promise<void> {
+    await this.run('bind', () => this.client.bind(dn, password), timeoutMs);
+  }
+
+  async search(p: SearchParams): Promise<SearchResult> {
+    return this.run('search', () =>
+      this.client.search(p.base, {
+        scope: p.scope,
+        filter: p.filter,
+        derefAliases: p.derefAliases,
+        sizeLimit: p.sizeLimit,
+        timeLimit: p.timeLimit,
+        attributes: p.attributes,
+        ...(p.explicitBufferAttributes !== undefined ? { explicitBufferAttributes: p.explicitBufferAttributes } : {}),
+      }),
+    );
+  }
+
+  async compare(dn: string, attribute: string, value: string): Promise<boolean> {
+    return this.run('compare', () => this.client.compare(dn, attribute, value));
+  }
+
+  /** Unbind politely, then make sure every socket is gone. Never throws. */
+  close(): void {
+    if (this.closed) return;
+    this.closer.abort();
+    this.signal.removeEventListener('abort', this.onAbort);
+    this.client.unbind().catch(() => undefined);
+    // unbind() destroys the socket once the request is written; a hung peer
+    // or a socket still connecting must not outlive the authentication.
+    setImmediate(() => {
+      for (const s of this.sockets) s.destroy();
+    });
+  }
+}

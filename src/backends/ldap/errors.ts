@@ -1,0 +1,59 @@
+// Failure classes of the LDAP mechanism. The split that matters: a server
+// that could not be reached or did not answer (try the next server, log the
+// request as "unavailable") versus an LDAP result code, which is the
+// directory's answer (ldapts's ResultCodeError subclasses, used as they are).
+import { BusyError, ResultCodeError, UnavailableError } from 'ldapts';
+
+export type LdapFailureCode =
+  /** TCP connect refused, unreachable, no such ldapi socket. */
+  | 'LDAP_CONNECT'
+  /** TLS handshake or certificate verification failed. */
+  | 'LDAP_TLS'
+  /** No answer within ldap_timeout. */
+  | 'LDAP_TIMEOUT'
+  /** The connection closed or broke under an operation. */
+  | 'LDAP_CONNECTION_LOST'
+  /** The server answered busy or unavailable. */
+  | 'LDAP_SERVER_BUSY'
+  /** The request's deadline passed or the daemon is stopping. */
+  | 'LDAP_ABORTED';
+
+export class LdapConnectivityError extends Error {
+  constructor(
+    readonly code: LdapFailureCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LdapConnectivityError';
+  }
+}
+
+const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
+const CONNECT_CODE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOENT', 'EACCES', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
+
+/**
+ * Sort an error thrown by an ldapts call: a result code from the directory
+ * comes back as it is; anything else (sockets, TLS, timeouts) becomes an
+ * LdapConnectivityError with a stable code.
+ */
+export function classify(err: unknown): ResultCodeError | LdapConnectivityError {
+  if (err instanceof LdapConnectivityError) return err;
+  if (err instanceof BusyError || err instanceof UnavailableError) {
+    return new LdapConnectivityError('LDAP_SERVER_BUSY', `server answered ${err.name} (${err.code})`);
+  }
+  if (err instanceof ResultCodeError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const message = e instanceof Error ? e.message : String(err);
+  if (TLS_CODE.test(code) || /certificate|ssl|tls/i.test(message)) {
+    return new LdapConnectivityError('LDAP_TLS', `TLS: ${message}${code ? ` (${code})` : ''}`);
+  }
+  if (CONNECT_CODE.has(code)) return new LdapConnectivityError('LDAP_CONNECT', `${message}`);
+  if (/timed? ?out/i.test(message) || code === 'ETIMEDOUT') return new LdapConnectivityError('LDAP_TIMEOUT', message);
+  return new LdapConnectivityError('LDAP_CONNECTION_LOST', message.split('\n')[0] ?? message);
+}
+
+/** A short description of a directory result code for logs: "InvalidCredentialsError (49)". */
+export function describeResult(err: ResultCodeError): string {
+  return `${err.name} (${err.code})`;
+}

@@ -1,0 +1,53 @@
+// --cache-mode outage against a real slapd: the cache answers only while the
+// directory is unreachable, and never for a password the directory refused.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startDaemon, type RunningDaemon } from '../helpers/daemon';
+import { startSlapd, type Slapd, USERS, PEOPLE } from '../helpers/slapd';
+import { sendRequest } from '../../src/client/request';
+
+let slapd: Slapd;
+let d: RunningDaemon;
+
+before(async () => {
+  slapd = await startSlapd();
+  const conf = path.join(slapd.dir, 'saslauthd-outage.conf');
+  fs.writeFileSync(
+    conf,
+    [`ldap_servers: ${slapd.ldapUrl}`, `ldap_search_base: ${PEOPLE}`, 'ldap_filter: (uid=%u)', 'ldap_timeout: 2', ''].join('\n'),
+  );
+  d = await startDaemon({ args: ['-a', 'ldap', '-O', conf, '-c', '--cache-mode', 'outage', '--auth-timeout', '6'] });
+});
+
+after(async () => {
+  await d?.stop();
+  await slapd?.cleanup();
+});
+
+const ask = (login: string, password: string): Promise<string> =>
+  sendRequest(d.socketPath, { login, password, service: 'smtp', realm: '' });
+
+test('outage mode serves a recent success while the directory is down, and nothing else', async () => {
+  const { alice, bob } = USERS;
+  assert.equal(await ask(alice.uid, alice.password), 'OK');
+  await slapd.stop();
+  assert.equal(await ask(alice.uid, alice.password), 'OK', 'answered from the cache during the outage');
+  await d.waitForLog(/auth success \(cached, mechanism unavailable\): \[user=alice\]/);
+  assert.equal(await ask(alice.uid, 'not-her-password'), 'NO', 'a wrong password is refused');
+  assert.equal(await ask(bob.uid, bob.password), 'NO', 'no entry for bob: refused');
+  await slapd.start();
+  assert.equal(await ask(bob.uid, bob.password), 'OK');
+});
+
+test('outage mode asks the directory every time: a changed password is refused at once, even in a later outage', async () => {
+  const { carol } = USERS;
+  assert.equal(await ask(carol.uid, carol.password), 'OK');
+  await slapd.setPassword(carol.dn, 'carol-New-1');
+  assert.equal(await ask(carol.uid, carol.password), 'NO', 'old password refused right after the change');
+  await slapd.stop();
+  assert.equal(await ask(carol.uid, carol.password), 'NO', 'and not served from the cache during an outage');
+  await slapd.start();
+  assert.equal(await ask(carol.uid, 'carol-New-1'), 'OK');
+});
