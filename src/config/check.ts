@@ -1,0 +1,345 @@
+// `saslauthd-ts --check`: with the same flags and files the service uses,
+// validate the command line, the /etc/default file and the mechanism's own
+// configuration; print the effective settings; exit non-zero on any error,
+// naming file, line and key. The systemd unit runs it as ExecStartPre, so a
+// broken configuration stops the start with a readable message in the
+// journal instead of a daemon that answers NO to everyone.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { BACKENDS, CYRUS_ONLY } from '../backends';
+import { checkLdapConfig, DEFAULT_CONF_FILE as LDAP_DEFAULT_CONF } from '../backends/ldap/config';
+import { describeTarget, parseRimapOption, targetWarnings } from '../backends/rimap/options';
+import { SOCKET_NAME } from '../server/server';
+import {
+  type ArgOrigin,
+  defaultsToArgs,
+  type DefaultsFile,
+  findDefaultsFileArg,
+  readDefaultsFile,
+} from './defaults-file';
+import { type DaemonOptions, parseArgs } from './options';
+import { type ConfIssue, formatIssue } from './saslauthd-conf';
+
+/** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
+export const POSTFIX_CHROOT = '/var/spool/postfix';
+export const COMMAND_LINE = 'command line';
+
+export interface CheckResult {
+  issues: ConfIssue[];
+  /** Label and value, in print order. */
+  settings: Array<[string, string]>;
+  options: DaemonOptions | undefined;
+}
+
+/** Test seams: where to look for system facts. */
+export interface CheckEnv {
+  postfixUser?: string;
+  shadowFile?: string;
+  pamDir?: string;
+  postfixBinary?: string;
+}
+
+type Issues = ConfIssue[];
+
+const where = (o: ArgOrigin | undefined): { file: string; line?: number; key?: string } =>
+  o === undefined ? { file: COMMAND_LINE } : { file: o.file, line: o.line, key: o.key };
+
+function origin(origins: Map<string, ArgOrigin>, flag: string, argv: readonly string[]): ArgOrigin | undefined {
+  // A flag on the command line overrides the file's.
+  return argv.includes(flag) ? undefined : origins.get(flag);
+}
+
+function modeString(st: fs.Stats): string {
+  return (st.mode & 0o7777).toString(8).padStart(4, '0');
+}
+
+function nameOf(db: string, id: number): string {
+  try {
+    const line = fs
+      .readFileSync(db, 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(id));
+    return line?.split(':')[0] ?? String(id);
+  } catch {
+    return String(id);
+  }
+}
+
+/** uid and all gids of a user, or undefined if there is no such user. */
+function userIds(user: string): { uid: number; gids: number[] } | undefined {
+  try {
+    const uid = Number(
+      execFileSync('id', ['-u', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(),
+    );
+    const gids = execFileSync('id', ['-G', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    return { uid, gids };
+  } catch {
+    return undefined;
+  }
+}
+
+function checkRunDir(opts: DaemonOptions, from: ArgOrigin | undefined, env: CheckEnv, issues: Issues): string {
+  const dir = opts.runDir;
+  const postfixInstalled = fs.existsSync(env.postfixBinary ?? '/usr/sbin/postfix');
+  if (postfixInstalled && !dir.startsWith(`${POSTFIX_CHROOT}/`)) {
+    issues.push({
+      severity: 'warning',
+      ...where(from),
+      message:
+        `run directory ${dir} is outside Postfix's chroot ${POSTFIX_CHROOT}: a chrooted smtpd (Debian's default) ` +
+        `cannot reach it ("cannot connect to saslauthd server: No such file or directory"); ` +
+        `use -m ${POSTFIX_CHROOT}/var/run/saslauthd`,
+    });
+  }
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dir);
+  } catch {
+    return `${dir} (missing; created at start)`;
+  }
+  if (!st.isDirectory()) {
+    issues.push({ severity: 'error', ...where(from), message: `run directory ${dir} exists but is not a directory` });
+    return dir;
+  }
+  const owner = `${nameOf('/etc/passwd', st.uid)}:${nameOf('/etc/group', st.gid)} ${modeString(st)}`;
+  if ((st.mode & 0o001) !== 0) {
+    issues.push({
+      severity: 'warning',
+      file: dir,
+      message:
+        `mode ${modeString(st)} lets every local user reach the socket and try passwords; ` +
+        `Debian uses root:sasl 0710 (dpkg-statoverride --update --add root sasl 710 ${dir})`,
+    });
+  }
+  const postfixUser = env.postfixUser ?? 'postfix';
+  const ids = postfixInstalled ? userIds(postfixUser) : undefined;
+  if (ids !== undefined && ids.uid !== 0) {
+    const canEnter =
+      (ids.uid === st.uid && (st.mode & 0o100) !== 0) ||
+      (ids.uid !== st.uid && ids.gids.includes(st.gid) && (st.mode & 0o010) !== 0) ||
+      (ids.uid !== st.uid && !ids.gids.includes(st.gid) && (st.mode & 0o001) !== 0);
+    if (!canEnter) {
+      const group = nameOf('/etc/group', st.gid);
+      issues.push({
+        severity: 'warning',
+        file: dir,
+        message:
+          `user ${postfixUser} cannot enter this directory (${owner}), so smtpd gets "cannot connect to saslauthd ` +
+          `server: Permission denied"; run: adduser ${postfixUser} ${group}, then restart Postfix`,
+      });
+    }
+  }
+  return `${dir} (${owner})`;
+}
+
+function checkMechanism(
+  opts: DaemonOptions,
+  mechFrom: ArgOrigin | undefined,
+  optFrom: ArgOrigin | undefined,
+  env: CheckEnv,
+  issues: Issues,
+  settings: Array<[string, string]>,
+): void {
+  const mech = opts.mech;
+  if (BACKENDS[mech] === undefined) {
+    const available = Object.keys(BACKENDS).join(', ');
+    issues.push({
+      severity: 'error',
+      ...where(mechFrom),
+      message: CYRUS_ONLY.includes(mech)
+        ? `${mech} is a Cyrus mechanism that saslauthd-ts does not implement (available: ${available})`
+        : `unknown authentication mechanism '${mech}' (available: ${available})`,
+    });
+    return;
+  }
+  switch (mech) {
+    case 'ldap': {
+      const file = opts.mechOption ?? LDAP_DEFAULT_CONF;
+      settings.push(['ldap config file', file]);
+      const r = checkLdapConfig(file);
+      // checkLdapConfig formats `file:line: key: message` itself.
+      for (const e of r.errors) issues.push({ severity: 'error', file: '', message: e });
+      for (const w of r.warnings) issues.push({ severity: 'warning', file: '', message: w });
+      for (const [k, v] of Object.entries(r.effective)) settings.push([`  ${k}`, v]);
+      return;
+    }
+    case 'rimap': {
+      try {
+        for (const t of parseRimapOption(opts.mechOption)) {
+          settings.push(['imap server', describeTarget(t)]);
+          for (const w of targetWarnings(t)) issues.push({ severity: 'warning', ...where(optFrom), message: w });
+        }
+      } catch (err) {
+        const o = optFrom ?? (opts.mechOption === undefined ? mechFrom : undefined);
+        issues.push({ severity: 'error', ...where(o), message: `rimap: ${(err as Error).message}` });
+      }
+      return;
+    }
+    case 'pam': {
+      const dir = env.pamDir ?? '/etc/pam.d';
+      if (opts.mechOption !== undefined) {
+        issues.push({
+          severity: 'warning',
+          ...where(optFrom),
+          message: `pam ignores the mechanism option '${opts.mechOption}'`,
+        });
+      }
+      if (!fs.existsSync(path.join(dir, 'other'))) {
+        issues.push({
+          severity: 'error',
+          file: path.join(dir, 'other'),
+          message: 'missing: PAM has no fallback service',
+        });
+      }
+      const svc = (s: string): string =>
+        fs.existsSync(path.join(dir, s)) ? path.join(dir, s) : `${path.join(dir, 'other')} (no ${s} file)`;
+      settings.push(['pam service smtp', svc('smtp')]);
+      settings.push(['pam service imap', svc('imap')]);
+      return;
+    }
+    case 'shadow': {
+      const shadow = env.shadowFile ?? '/etc/shadow';
+      try {
+        fs.accessSync(shadow, fs.constants.R_OK);
+      } catch {
+        issues.push({
+          severity: 'warning',
+          file: shadow,
+          message: 'not readable by this user; the shadow mechanism must run as root',
+        });
+      }
+      if (opts.mechOption !== undefined) {
+        issues.push({
+          severity: 'warning',
+          ...where(optFrom),
+          message: `shadow ignores the mechanism option '${opts.mechOption}'`,
+        });
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+function checkIgnoredKeys(df: DefaultsFile, issues: Issues): void {
+  const start = df.vars.get('START');
+  if (start !== undefined && !/^yes$/i.test(start.value)) {
+    issues.push({
+      severity: 'warning',
+      file: df.file,
+      line: start.line,
+      key: 'START',
+      message: `'${start.value}' is ignored: enable or disable the service with systemctl enable/disable saslauthd-ts`,
+    });
+  }
+}
+
+/** Validate everything the daemon would use with these arguments. */
+export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckResult {
+  const issues: Issues = [];
+  const settings: Array<[string, string]> = [];
+  const cmdline = argv.filter((a) => a !== '--check');
+
+  let fileArgs: string[] = [];
+  let origins = new Map<string, ArgOrigin>();
+  const file = findDefaultsFileArg(cmdline);
+  if (file !== undefined) {
+    settings.push(['defaults file', file]);
+    const df = readDefaultsFile(file);
+    issues.push(...df.issues);
+    checkIgnoredKeys(df, issues);
+    const converted = defaultsToArgs(df);
+    issues.push(...converted.issues);
+    fileArgs = converted.args;
+    origins = converted.origins;
+  }
+
+  const parsed = parseArgs([...fileArgs, ...cmdline]);
+  if (parsed.kind === 'exit') {
+    const message = (parsed.stderr ?? parsed.stdout ?? '').trim().replace(/^saslauthd-ts: /, '');
+    // Without a readable MECHANISMS there is no -a: already reported against the file.
+    const duplicate =
+      /no authentication mechanism/.test(message) && issues.some((i) => i.file === file && i.severity === 'error');
+    if (parsed.code === 0) {
+      issues.push({ severity: 'error', file: COMMAND_LINE, message: '-h/-v print and exit; remove them to check' });
+    } else if (!duplicate) {
+      issues.push({ severity: 'error', file: COMMAND_LINE, message: message.split('\n')[0] ?? message });
+    }
+    return { issues, settings, options: undefined };
+  }
+  const opts = parsed.options;
+  const mechFrom = origin(origins, '-a', cmdline);
+  const optFrom = origin(origins, '-O', cmdline);
+  const runFrom = origin(origins, '-m', cmdline);
+
+  settings.push(['mechanism (-a)', opts.mech]);
+  settings.push(['mechanism option (-O)', opts.mechOption ?? '(none)']);
+  checkMechanism(opts, mechFrom, optFrom, env, issues, settings);
+  settings.push(['run directory (-m)', checkRunDir(opts, runFrom, env, issues)]);
+  settings.push(['socket', path.join(opts.runDir, SOCKET_NAME)]);
+  settings.push(['processes (-n)', String(opts.threads)]);
+  settings.push([
+    'credential cache (-c)',
+    opts.cache
+      ? `on, entries live ${opts.cacheTimeoutSec} s, size ${opts.cacheSizeKb === undefined ? 'default' : `${opts.cacheSizeKb} KiB`}, mode ${opts.cacheMode}`
+      : 'off',
+  ]);
+  settings.push(['realm join (-r)', opts.concatRealm ? 'on: login@realm when a realm is sent' : 'off']);
+  settings.push(['foreground', opts.foreground ? `yes${opts.debug ? ' (-d, debug)' : ''}` : 'no: detaches']);
+  settings.push(['verbose (-V)', opts.verbose ? 'yes' : 'no']);
+  settings.push([
+    'timeouts',
+    `read ${opts.readTimeoutMs / 1000} s, auth ${opts.authTimeoutMs / 1000} s, drain ${opts.drainTimeoutMs / 1000} s`,
+  ]);
+  if (opts.debug && origins.has('-d') && !cmdline.includes('-d')) {
+    issues.push({
+      severity: 'warning',
+      ...where(origins.get('-d')),
+      message: '-d turns on debug logging (user names and reasons of every attempt); remove it for normal use',
+    });
+  }
+  settings.push([
+    'effective flags',
+    [...fileArgs, ...cmdline.filter((_a, i) => !isDefaultsFileArg(cmdline, i))].join(' '),
+  ]);
+  return { issues, settings, options: opts };
+}
+
+function isDefaultsFileArg(argv: readonly string[], i: number): boolean {
+  const a = argv[i] ?? '';
+  return a === '--defaults-file' || a.startsWith('--defaults-file=') || argv[i - 1] === '--defaults-file';
+}
+
+function formatIssueLine(i: ConfIssue): string {
+  // Issues that come preformatted (from the ldap checker) have no file.
+  return i.file === '' ? i.message : formatIssue(i);
+}
+
+/** Run --check: settings on stdout, problems on stderr; exit code 0 or 1. */
+export function runCheck(
+  argv: string[],
+  out: { write(s: string): unknown } = process.stdout,
+  err: { write(s: string): unknown } = process.stderr,
+  env: CheckEnv = {},
+): number {
+  const r = checkConfiguration(argv, env);
+  const width = Math.max(0, ...r.settings.map(([k]) => k.length));
+  for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${v}\n`);
+  // In file order, so the first line to fix comes first.
+  const sorted = [...r.issues].sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : 0));
+  const errors = sorted.filter((i) => i.severity === 'error');
+  const warnings = sorted.filter((i) => i.severity === 'warning');
+  for (const w of warnings) err.write(`saslauthd-ts: warning: ${formatIssueLine(w)}\n`);
+  for (const e of errors) err.write(`saslauthd-ts: error: ${formatIssueLine(e)}\n`);
+  if (errors.length > 0) {
+    err.write(`saslauthd-ts: configuration check failed: ${errors.length} error(s), ${warnings.length} warning(s)\n`);
+    return 1;
+  }
+  out.write(`configuration OK${warnings.length > 0 ? ` (${warnings.length} warning(s))` : ''}\n`);
+  return 0;
+}

@@ -1,0 +1,143 @@
+// saslauthd-ts --check: every problem names its place and fails the check;
+// the shipped defaults pass; the effective settings are printed.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { checkConfiguration, runCheck } from '../../../src/config/check';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..', '..');
+const SHIPPED = path.join(ROOT, 'debian', 'saslauthd-ts.default');
+
+function capture(): { write(s: string): boolean; text: () => string } {
+  let buf = '';
+  return {
+    write(s: string) {
+      buf += s;
+      return true;
+    },
+    text: () => buf,
+  };
+}
+
+describe('--check', () => {
+  let dir: string;
+  const file = (name: string, text: string): string => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, text);
+    return p;
+  };
+  const check = (argv: string[]): { code: number; out: string; err: string } => {
+    const out = capture();
+    const err = capture();
+    const code = runCheck(['--check', ...argv], out, err);
+    return { code, out: out.text(), err: err.text() };
+  };
+
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'check-'));
+  });
+  after(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the shipped /etc/default/saslauthd-ts passes and prints the effective settings', () => {
+    const r = check(['-f', '--defaults-file', SHIPPED]);
+    assert.equal(r.code, 0, r.err);
+    assert.doesNotMatch(r.err, /error/);
+    assert.match(r.out, /^mechanism \(-a\) +pam$/m);
+    assert.match(r.out, /^socket +\/var\/spool\/postfix\/var\/run\/saslauthd\/mux$/m);
+    assert.match(r.out, /^effective flags +-a pam -m \/var\/spool\/postfix\/var\/run\/saslauthd -n 5 -f$/m);
+    assert.match(r.out, /^configuration OK/m);
+  });
+
+  test('an unknown key fails the check, naming file, line and key', () => {
+    const p = file('unknown', 'MECHANISMS=shadow\nSTART=yes\nPWDIR=/var/run\n');
+    const r = check(['-f', '--defaults-file', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: error: ${p}:3: PWDIR: unknown variable`, 'm'));
+    assert.match(r.err, /configuration check failed: 1 error/);
+  });
+
+  test('a bad value fails the check, naming file, line and key', () => {
+    const p = file('bad', 'MECHANISMS=shadow\nTHREADS=-1\n');
+    const r = check(['-f', '--defaults-file', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: error: ${p}:2: THREADS: '-1' is not a whole number`, 'm'));
+  });
+
+  test('a missing defaults file fails the check, naming the file', () => {
+    const p = path.join(dir, 'nonexistent');
+    const r = check(['-f', '--defaults-file', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: error: ${p}: cannot read the defaults file: no such file`, 'm'));
+    assert.doesNotMatch(r.err, /no authentication mechanism/);
+  });
+
+  test('an unimplemented Cyrus mechanism fails the check on the MECHANISMS line', () => {
+    const p = file('mech', '\nMECHANISMS=sasldb\n');
+    const r = check(['--defaults-file', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`${p}:2: MECHANISMS: sasldb is a Cyrus mechanism`));
+  });
+
+  test('a bad command-line flag fails the check, naming the command line', () => {
+    const r = check(['-a', 'shadow', '-n', 'many']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /^saslauthd-ts: error: command line: -n: 'many' is not a whole number/m);
+  });
+
+  test('rimap without a server fails the check on the MECHANISMS line', () => {
+    const p = file('rimap', 'MECHANISMS=rimap\nMECH_OPTIONS=""\n');
+    const r = check(['--defaults-file', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`${p}:1: MECHANISMS: rimap: no hostname specified`));
+  });
+
+  test('a missing ldap configuration file fails the check, naming the file', () => {
+    const p = path.join(dir, 'saslauthd.conf');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: error: ${p}: cannot read the configuration file`, 'm'));
+  });
+
+  test('an unknown ldap key is reported with file, line and key (a warning: Cyrus 2.1.28 ignores it)', () => {
+    const p = file('ldap.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_scop: one\n');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_scop: unknown key`, 'm'));
+    assert.match(r.out, /^ {2}ldap_servers +ldap:\/\/127\.0\.0\.1\/$/m);
+  });
+
+  test('START=no is accepted with a warning pointing to systemctl', () => {
+    const p = file('start', 'START=no\nMECHANISMS=shadow\n');
+    const r = check(['-f', '--defaults-file', p]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, new RegExp(`warning: ${p}:1: START: 'no' is ignored: .*systemctl`));
+  });
+
+  test('a run directory any user can enter is a warning', () => {
+    const run = path.join(dir, 'open-run');
+    fs.mkdirSync(run, { mode: 0o755 });
+    fs.chmodSync(run, 0o755);
+    const r = checkConfiguration(['-a', 'shadow', '-m', run], { postfixBinary: '/nonexistent' });
+    const w = r.issues.filter((i) => i.severity === 'warning').map((i) => i.message);
+    assert.ok(
+      w.some((m) => /lets every local user reach the socket/.test(m)),
+      w.join('\n'),
+    );
+    assert.equal(r.issues.filter((i) => i.severity === 'error').length, 0);
+  });
+
+  test('a run directory outside the Postfix chroot is a warning when Postfix is installed', () => {
+    const r = checkConfiguration(['-a', 'shadow', '-m', '/var/run/saslauthd-ts-check-test'], {
+      postfixBinary: process.execPath,
+    });
+    const w = r.issues.filter((i) => i.severity === 'warning').map((i) => i.message);
+    assert.ok(
+      w.some((m) => /outside Postfix's chroot/.test(m)),
+      w.join('\n'),
+    );
+  });
+});
