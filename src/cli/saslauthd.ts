@@ -5,14 +5,26 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs, type DaemonOptions } from '../config/options';
+import { type DaemonOptions } from '../config/options';
+import { parseArgsWithDefaults } from '../config/defaults-file';
+import { runCheck } from '../config/check';
 import { createLogger, type DaemonLogger } from '../log/logger';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import type { Backend } from '../backends/backend';
 import { Authenticator } from '../auth/authenticator';
-import { CredentialCache } from '../auth/cache';
+import { CredentialCache, type CacheOp } from '../auth/cache';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
 import { native } from '../native/binding';
+import { notifyReady, notifyStopping } from '../server/systemd';
+import {
+  isWorker,
+  Primary,
+  sendToPrimary,
+  StartupFailure,
+  waitForInit,
+  workerCount,
+  type ToWorker,
+} from '../server/cluster';
 
 const CHILD_ENV = 'SASLAUTHD_TS_DETACHED';
 const STATUS_FD = 3;
@@ -27,7 +39,11 @@ class ExitError extends Error {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const parsed = parseArgs(argv);
+  if (argv.includes('--check')) {
+    process.exitCode = runCheck(argv);
+    return;
+  }
+  const parsed = parseArgsWithDefaults(argv);
   if (parsed.kind === 'exit') {
     if (parsed.stdout) process.stdout.write(parsed.stdout);
     if (parsed.stderr) process.stderr.write(parsed.stderr);
@@ -36,7 +52,7 @@ export async function main(argv: string[]): Promise<void> {
   }
   const opts = parsed.options;
   const detachedChild = process.env[CHILD_ENV] === '1';
-  if (!opts.foreground && !detachedChild) {
+  if (!opts.foreground && !detachedChild && !isWorker()) {
     process.exitCode = await detach(argv);
     return;
   }
@@ -50,7 +66,8 @@ export async function main(argv: string[]): Promise<void> {
     const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
     logger.log.fatal(e.message);
     logger.flush();
-    if (detachedChild) reportStatus(`ERR ${e.exitCode} ${e.message}`);
+    // A cluster worker's fd 3 is its IPC channel, not the status pipe.
+    if (detachedChild && !isWorker()) reportStatus(`ERR ${e.exitCode} ${e.message}`);
     else process.stderr.write(`saslauthd-ts: ${e.message}\n`);
     process.exitCode = e.exitCode;
   }
@@ -78,19 +95,29 @@ async function createBackend(opts: DaemonOptions, logger: DaemonLogger): Promise
   }
 }
 
-async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChild: boolean): Promise<void> {
+interface Service {
+  server: SaslauthdServer;
+  backend: Backend;
+  cache: CredentialCache | undefined;
+}
+
+/** Backend, cache, authenticator and listener: everything a serving process runs. */
+async function serve(
+  opts: DaemonOptions,
+  logger: DaemonLogger,
+  worker?: { cacheKey: Buffer; onCacheChange: (op: CacheOp) => void },
+): Promise<Service> {
   const { log } = logger;
   const backend = await createBackend(opts, logger);
   const cache = opts.cache
-    ? new CredentialCache({ ttlMs: opts.cacheTimeoutSec * 1000, sizeKb: opts.cacheSizeKb, mode: opts.cacheMode })
+    ? new CredentialCache({
+        ttlMs: opts.cacheTimeoutSec * 1000,
+        sizeKb: opts.cacheSizeKb,
+        mode: opts.cacheMode,
+        key: worker?.cacheKey,
+        onChange: worker?.onCacheChange,
+      })
     : undefined;
-  if (cache) {
-    log.info(
-      { entries: cache.maxEntries, ttlSec: opts.cacheTimeoutSec, mode: cache.mode },
-      `credential cache: ${cache.maxEntries} entries, ${opts.cacheTimeoutSec} s, mode ${cache.mode}`,
-    );
-  }
-  fs.mkdirSync(opts.runDir, { recursive: true, mode: 0o755 });
   const fdLimit = native.raiseFdLimit();
   log.debug({ fdLimit, runDir: opts.runDir, mech: opts.mech, mechOption: opts.mechOption }, 'starting');
 
@@ -109,13 +136,41 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
     log,
   });
   try {
-    await server.listen();
+    await server.listen(worker !== undefined);
   } catch (err) {
     await backend.close?.();
     if (err instanceof StartupError) throw new ExitError(err.message, err.code === 'EADDRINUSE' ? 2 : 1);
     throw err;
   }
+  return { server, backend, cache };
+}
 
+/** SIGHUP: empty the cache and re-read the mechanism's configuration. */
+function reload(svc: Service, log: DaemonLogger['log']): void {
+  // An admin who resets a password and sends SIGHUP expects the old one gone.
+  svc.cache?.clear();
+  if (!svc.backend.reload) {
+    log.info(`SIGHUP: mechanism ${svc.backend.name} has no configuration to re-read`);
+    return;
+  }
+  svc.backend.reload().then(
+    () => log.info('SIGHUP: configuration re-read'),
+    (err: Error) => log.error(`SIGHUP: configuration not re-read, keeping the old one: ${err.message}`),
+  );
+}
+
+function logCache(opts: DaemonOptions, log: DaemonLogger['log'], workers: number): void {
+  if (!opts.cache) return;
+  const probe = new CredentialCache({ ttlMs: 1, sizeKb: opts.cacheSizeKb, mode: opts.cacheMode });
+  log.info(
+    { entries: probe.maxEntries, ttlSec: opts.cacheTimeoutSec, mode: opts.cacheMode },
+    `credential cache: ${probe.maxEntries} entries, ${opts.cacheTimeoutSec} s, mode ${opts.cacheMode}` +
+      (workers > 1 ? `, shared by ${workers} workers` : ''),
+  );
+}
+
+/** Listening: pid file, detached parent, systemd. */
+function announce(opts: DaemonOptions, log: DaemonLogger['log'], detachedChild: boolean, workers: number): string {
   const pidFile = path.join(opts.runDir, 'saslauthd.pid');
   if (detachedChild) {
     const old = process.umask(0o077);
@@ -123,16 +178,33 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
     process.umask(old);
     reportStatus('OK');
   }
-  log.info({ mech: opts.mech }, `master pid is: ${process.pid}`);
+  log.info({ mech: opts.mech, workers }, `master pid is: ${process.pid}`);
+  // Type=notify: tell systemd only now that the socket accepts connections.
+  void notifyReady(`listening on ${path.join(opts.runDir, SOCKET_NAME)}, mechanism ${opts.mech}`).then((r) => {
+    if (!r.sent && r.reason === 'failed') log.warn(`cannot notify systemd of readiness: ${r.detail ?? ''}`);
+  });
+  return pidFile;
+}
 
+async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChild: boolean): Promise<void> {
+  const workers = workerCount(opts.workers);
+  if (isWorker()) return runWorker(opts, logger);
+  fs.mkdirSync(opts.runDir, { recursive: true, mode: 0o755 });
+  logCache(opts, logger.log, workers);
+  if (workers > 1) return runPrimary(opts, logger, detachedChild, workers);
+
+  const { log } = logger;
+  const svc = await serve(opts, logger);
+  const pidFile = announce(opts, log, detachedChild, 1);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: no new connections, answering those in flight');
+    void notifyStopping(`stopping on ${signal}`);
     void (async () => {
-      await server.close(opts.authTimeoutMs);
-      await backend.close?.();
+      await svc.server.close(opts.authTimeoutMs);
+      await svc.backend.close?.();
       if (detachedChild) fs.rmSync(pidFile, { force: true });
       log.info(`master exited: ${process.pid}`);
       logger.flush();
@@ -141,18 +213,88 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => {
-    // An admin who resets a password and sends SIGHUP expects the old one gone.
-    cache?.clear();
-    if (!backend.reload) {
-      log.info(`SIGHUP: mechanism ${backend.name} has no configuration to re-read`);
-      return;
-    }
-    backend.reload().then(
-      () => log.info('SIGHUP: configuration re-read'),
-      (err: Error) => log.error(`SIGHUP: configuration not re-read, keeping the old one: ${err.message}`),
-    );
+  process.on('SIGHUP', () => reload(svc, log));
+}
+
+/** The cluster primary: owns the socket file, pid file and readiness; serves nothing itself. */
+async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChild: boolean, workers: number): Promise<void> {
+  const { log } = logger;
+  const socketPath = path.join(opts.runDir, SOCKET_NAME);
+  try {
+    await SaslauthdServer.claimSocket(socketPath);
+  } catch (err) {
+    if (err instanceof StartupError) throw new ExitError(err.message, err.code === 'EADDRINUSE' ? 2 : 1);
+    throw err;
+  }
+  const primary = new Primary({ workers, log, shutdownGraceMs: opts.authTimeoutMs });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: no new connections, answering those in flight');
+    void notifyStopping(`stopping on ${signal}`);
+    void (async () => {
+      await primary.stop();
+      fs.rmSync(socketPath, { force: true });
+      if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
+      log.info(`master exited: ${process.pid}`);
+      logger.flush();
+      process.exit(0);
+    })();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => primary.reload());
+  try {
+    await primary.start();
+  } catch (err) {
+    fs.rmSync(socketPath, { force: true });
+    if (err instanceof StartupFailure) throw new ExitError(err.message, err.exitCode);
+    throw err;
+  }
+  fs.chmodSync(socketPath, 0o777);
+  log.info({ workers }, `listening on socket: ${socketPath} (${workers} worker processes)`);
+  announce(opts, log, detachedChild, workers);
+}
+
+/** A cluster worker: serves on the primary's socket until told to stop. */
+async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<void> {
+  const { log } = logger;
+  const { cacheKey } = await waitForInit();
+  let svc: Service;
+  try {
+    svc = await serve(opts, logger, { cacheKey, onCacheChange: (op) => sendToPrimary({ type: 'cache', op }) });
+  } catch (err) {
+    const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
+    sendToPrimary({ type: 'fatal', message: e.message, exitCode: e.exitCode });
+    logger.flush();
+    // Let the IPC message go out before exiting.
+    setTimeout(() => process.exit(e.exitCode), 100);
+    return;
+  }
+  sendToPrimary({ type: 'listening' });
+  let stopping = false;
+  const stop = (why: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.debug({ why }, `worker ${process.pid} stopping`);
+    void (async () => {
+      await svc.server.close(opts.authTimeoutMs);
+      await svc.backend.close?.();
+      logger.flush();
+      process.exit(0);
+    })();
+  };
+  process.on('message', (msg: ToWorker) => {
+    if (msg.type === 'shutdown') stop('primary asked');
+    else if (msg.type === 'reload') reload(svc, log);
+    else if (msg.type === 'cache') svc.cache?.apply(msg.op);
   });
+  process.on('disconnect', () => stop('primary gone'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  // The primary forwards reloads; a SIGHUP sent to the whole group must not kill us.
+  process.on('SIGHUP', () => undefined);
 }
 
 /** In the detached child: tell the waiting parent how startup went. */

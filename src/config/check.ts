@@ -282,7 +282,8 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   checkMechanism(opts, mechFrom, optFrom, env, issues, settings);
   settings.push(['run directory (-m)', checkRunDir(opts, runFrom, env, issues)]);
   settings.push(['socket', path.join(opts.runDir, SOCKET_NAME)]);
-  settings.push(['processes (-n)', String(opts.threads)]);
+  settings.push(['processes (-n)', `${opts.threads} (accepted for compatibility; no effect)`]);
+  settings.push(['worker processes (--workers)', String(opts.workers)]);
   settings.push([
     'credential cache (-c)',
     opts.cache

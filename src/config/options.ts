@@ -12,6 +12,8 @@ export interface DaemonOptions {
   mechOption: string | undefined;
   runDir: string;
   threads: number;
+  /** --workers: processes sharing the socket (node:cluster); 1 = no cluster. */
+  workers: number;
   cache: boolean;
   cacheSizeKb: number | undefined;
   cacheTimeoutSec: number;
@@ -73,11 +75,20 @@ export function buildCommand(): Command {
     .addOption(
       new Option(
         '-n <procs>',
-        'Cyrus: number of worker processes. Accepted for compatibility; saslauthd-ts serves every ' +
-          'connection concurrently in one process and hashes on a thread pool, so N only has to be >= 0',
+        'Cyrus: number of worker processes. Accepted for compatibility: saslauthd-ts serves every ' +
+          'connection concurrently and hashes on a thread pool; see --workers',
       )
         .argParser(positiveInt('-n', 0))
         .default(5),
+    )
+    .addOption(
+      new Option(
+        '--workers <n>',
+        'processes accepting on the socket (1 = one process; more share the socket and the cache, ' +
+          'for socket-bound loads on machines with spare cores)',
+      )
+        .argParser(positiveInt('--workers', 1))
+        .default(1),
     )
     .addOption(new Option('-c', 'enable the credential cache'))
     .addOption(new Option('-s <kb>', 'cache size in KiB (with -c)').argParser(positiveInt('-s', 1)))
@@ -161,6 +172,7 @@ export function parseArgs(argv: string[]): ParseResult {
       mechOption: o.O === undefined ? undefined : String(o.O),
       runDir,
       threads: Number(o.n),
+      workers: Number(o.workers),
       cache: o.c === true,
       cacheSizeKb: o.s === undefined ? undefined : Number(o.s),
       cacheTimeoutSec: Number(o.t),

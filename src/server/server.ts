@@ -47,6 +47,7 @@ export function probeSocket(socketPath: string, timeoutMs = 1000): Promise<'live
 export class SaslauthdServer {
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
+  private shared = false;
 
   constructor(private readonly opts: ServerOptions) {
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
@@ -60,13 +61,26 @@ export class SaslauthdServer {
     return this.connections.size;
   }
 
-  async listen(): Promise<void> {
-    const path = this.opts.socketPath;
+  /**
+   * Make the socket path usable: refuse if a live daemon answers there
+   * (never steal its socket), remove a stale file left by a crash.
+   */
+  static async claimSocket(path: string): Promise<void> {
     const state = await probeSocket(path);
     if (state === 'live') {
       throw new StartupError(`another saslauthd is already answering on ${path}; stop it first`, 'EADDRINUSE');
     }
     if (state === 'stale') fs.unlinkSync(path);
+  }
+
+  /**
+   * Listen on the socket. In a cluster worker (shared) the primary has
+   * claimed the path, owns the file and sets its mode once all workers listen.
+   */
+  async listen(shared = false): Promise<void> {
+    const path = this.opts.socketPath;
+    this.shared = shared;
+    if (!shared) await SaslauthdServer.claimSocket(path);
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void =>
         reject(new StartupError(`cannot listen on ${path}: ${err.message}`, err.code ?? 'ELISTEN'));
@@ -76,8 +90,10 @@ export class SaslauthdServer {
         resolve();
       });
     });
-    fs.chmodSync(path, 0o777);
-    this.opts.log.info(`listening on socket: ${path}`);
+    if (!shared) {
+      fs.chmodSync(path, 0o777);
+      this.opts.log.info(`listening on socket: ${path}`);
+    }
   }
 
   /**
@@ -92,6 +108,7 @@ export class SaslauthdServer {
     }
     for (const c of this.connections) c.destroy();
     await closed;
+    if (this.shared) return; // the primary owns the socket file
     try {
       fs.unlinkSync(this.opts.socketPath);
     } catch {

@@ -70,6 +70,21 @@ function groupPids(pgid: number): number[] {
   return out;
 }
 
+/** Direct children (the cluster workers). */
+function childPids(parent: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) out.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
 const rssMb = (pids: number[], key = 'VmRSS'): number => pids.reduce((a, p) => a + procStatus(p, key), 0) / 1024;
 
 async function startOurs(args: string[]): Promise<Daemon> {
@@ -79,9 +94,12 @@ async function startOurs(args: string[]): Promise<Daemon> {
     stdio: ['ignore', log, log],
   });
   await waitForSocket(path.join(dir, 'mux'), 10_000, child);
+  // With worker processes the socket answers as soon as the first listens;
+  // wait for the "listening" line the primary logs once all of them do.
+  for (let i = 0; i < 100 && !/listening on socket/.test(fs.readFileSync(path.join(dir, 'daemon.log'), 'utf8')); i++) await sleep(50);
   return {
     socket: path.join(dir, 'mux'),
-    pids: () => (child.pid ? [child.pid] : []),
+    pids: () => (child.pid ? [child.pid, ...childPids(child.pid)] : []),
     async stop() {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
