@@ -68,7 +68,8 @@ export function buildCommand(): Command {
     .addOption(
       new Option(
         '-O <option>',
-        'mechanism option: rimap host[/port]; ldap config file (default /etc/saslauthd.conf)',
+        'mechanism option: rimap host[/port], imaps://host[:port] or imap://host[:port] (STARTTLS); ' +
+          'ldap config file (default /etc/saslauthd.conf)',
       ),
     )
     .addOption(new Option('-m <path>', `run directory holding the "mux" socket (absolute)`).default(DEFAULT_RUN_DIR))
