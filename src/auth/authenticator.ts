@@ -15,6 +15,8 @@ export interface AuthenticatorOptions {
   /** A backend that has not answered by then is answered NO. */
   timeoutMs: number;
   log: pino.Logger;
+  /** Where the per-attempt result lines go (default: log). */
+  resultLog?: pino.Logger | undefined;
   /** -c: the credential cache, if enabled. */
   cache?: CredentialCache | undefined;
 }
@@ -26,6 +28,7 @@ export class Authenticator {
   private readonly concatRealm: boolean;
   private readonly timeoutMs: number;
   private readonly log: pino.Logger;
+  private readonly resultLog: pino.Logger;
   private readonly cache: CredentialCache | undefined;
 
   constructor(opts: AuthenticatorOptions) {
@@ -34,6 +37,7 @@ export class Authenticator {
     this.concatRealm = opts.concatRealm;
     this.timeoutMs = opts.timeoutMs;
     this.log = opts.log;
+    this.resultLog = opts.resultLog ?? opts.log;
   }
 
   get mech(): string {
@@ -114,7 +118,7 @@ export class Authenticator {
   }
 
   private logCached(req: AuthRequest, what: string): void {
-    this.log.info(
+    this.resultLog.info(
       { user: req.login, service: req.service, realm: req.realm, mech: this.backend.name, result: 'ok', cached: true },
       `${what}: [user=${req.login}] [service=${req.service}] [realm=${req.realm}]`,
     );
@@ -134,10 +138,10 @@ export class Authenticator {
       req.clientAddr !== undefined ? ` [remote=${req.clientAddr}]` : ''
     } [mech=${this.backend.name}]`;
     if (outcome.ok) {
-      this.log.info(fields, `auth success: ${where}`);
+      this.resultLog.info(fields, `auth success: ${where}`);
     } else {
       const level = outcome.kind === 'unavailable' ? 'warn' : 'info';
-      this.log[level]({ ...fields, reason: outcome.reason }, `auth failure: ${where} [reason=${outcome.reason}]`);
+      this.resultLog[level]({ ...fields, reason: outcome.reason }, `auth failure: ${where} [reason=${outcome.reason}]`);
     }
   }
 }

@@ -2,6 +2,7 @@
 // checked with the system's crypt(3). Mirrors Cyrus auth_shadow.c, replies
 // included; the work runs on the libuv thread pool in the native addon.
 import { native, ShadowCode } from '../native/binding';
+import { hashing } from '../native/limit';
 import { type Backend, type BackendFactory, denied, ok, type Outcome, unavailable } from './backend';
 
 function toOutcome(code: ShadowCode, detail: string): Outcome {
@@ -31,9 +32,9 @@ function toOutcome(code: ShadowCode, detail: string): Outcome {
 export const createShadowBackend: BackendFactory = async () => {
   const backend: Backend = {
     name: 'shadow',
-    async authenticate(req) {
+    async authenticate(req, signal) {
       try {
-        const r = await native.shadowCheck(req.login, req.password);
+        const r = await hashing.run(() => native.shadowCheck(req.login, req.password), signal);
         return toOutcome(r.code, r.detail);
       } catch (err) {
         return unavailable('NO internal mechanism failure', `shadow: ${(err as Error).message}`);

@@ -126,6 +126,7 @@ async function serve(
     concatRealm: opts.concatRealm,
     timeoutMs: opts.authTimeoutMs,
     log,
+    resultLog: logger.resultLog,
     cache,
   });
   const server = new SaslauthdServer({

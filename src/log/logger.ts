@@ -42,6 +42,13 @@ function syslogPriority(line: string): number {
 
 export interface DaemonLogger {
   log: pino.Logger;
+  /**
+   * The one-line-per-attempt result log. Same destination, no redaction:
+   * its fields are built field by field from strings that cannot hold a
+   * password (user, service, realm, mech, result, reason), and redaction
+   * doubled pino's cost on the hottest line.
+   */
+  resultLog: pino.Logger;
   /** Write out anything buffered (call before exit). */
   flush(): void;
 }
@@ -61,7 +68,8 @@ export function createLogger(opts: LoggerOptions): DaemonLogger {
         native.syslog(syslogPriority(line), line.endsWith('\n') ? line.slice(0, -1) : line);
       },
     };
-    return { log: pino(base, stream), flush: () => undefined };
+    const { redact: _unused, ...plain } = base;
+    return { log: pino(base, stream), resultLog: pino(plain, stream), flush: () => undefined };
   }
   // Batched: one write per 4 KiB of lines under load, and within 200 ms when
   // quiet. An unbatched async write per line costs a thread-pool round trip
@@ -77,8 +85,10 @@ export function createLogger(opts: LoggerOptions): DaemonLogger {
       }
     }, 200).unref();
   }
+  const { redact: _unused, ...plain } = base;
   return {
     log: pino(base, dest),
+    resultLog: pino(plain, dest),
     flush: () => {
       try {
         dest.flushSync();

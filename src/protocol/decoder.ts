@@ -26,6 +26,7 @@ export type DecodeResult =
   | { kind: 'oversize'; field: FieldName | 'client address'; length: number };
 
 const INCOMPLETE: DecodeResult = { kind: 'incomplete' };
+const EMPTY = Buffer.alloc(0);
 
 // Cyrus copies each field into a C string, so an embedded NUL ends it.
 function cString(b: Buffer): Buffer {
@@ -34,7 +35,7 @@ function cString(b: Buffer): Buffer {
 }
 
 export class RequestDecoder {
-  private buf: Buffer = Buffer.alloc(0);
+  private buf: Buffer = EMPTY;
   private readonly fields: Buffer[] = [];
   private done = false;
 
@@ -51,8 +52,10 @@ export class RequestDecoder {
         return { kind: 'oversize', field, length: len };
       }
       if (this.buf.length < 2 + len) return INCOMPLETE;
-      // Copy: the chunk may be a slice of a larger pooled buffer.
-      this.fields.push(cString(Buffer.from(this.buf.subarray(2, 2 + len))));
+      // The password is copied so the caller can wipe it without touching the
+      // socket's read buffer; the other fields are views.
+      const value = this.buf.subarray(2, 2 + len);
+      this.fields.push(cString(this.fields.length === 1 ? Buffer.from(value) : value));
       this.buf = this.buf.subarray(2 + len);
     }
     const [login, password, service, realm] = this.fields as [Buffer, Buffer, Buffer, Buffer];
@@ -69,7 +72,7 @@ export class RequestDecoder {
 
   private finish(): void {
     this.done = true;
-    this.buf = Buffer.alloc(0);
+    this.buf = EMPTY;
     this.fields.length = 0;
   }
 }

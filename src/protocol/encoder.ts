@@ -11,9 +11,20 @@ export function countedString(value: string | Buffer): Buffer {
   return out;
 }
 
-/** The daemon's answer, e.g. "OK" or "NO Incorrect password". */
+const replyCache = new Map<string, Buffer>();
+
+/**
+ * The daemon's answer, e.g. "OK" or "NO Incorrect password". Replies come
+ * from a small fixed set, so each is encoded once (the hot path allocates
+ * nothing here). Callers must not modify the returned buffer.
+ */
 export function encodeReply(text: string): Buffer {
-  return countedString(text);
+  let b = replyCache.get(text);
+  if (b === undefined) {
+    b = countedString(text);
+    if (replyCache.size < 256) replyCache.set(text, b);
+  }
+  return b;
 }
 
 export interface RequestFields {

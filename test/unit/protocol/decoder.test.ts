@@ -145,7 +145,7 @@ test('ignores a 5th field longer than 256 bytes instead of rejecting the request
   assert.equal(asStrings(r).login, 'u');
 });
 
-test('does not alias the caller’s chunk buffers', () => {
+test('copies the password, so wiping it never touches the caller’s chunk (and vice versa)', () => {
   const bytes = encodeRequest({ login: 'bob', password: 'secret', service: 'imap', realm: '' });
   const r = feedWhole(bytes);
   bytes.fill(0x41);
