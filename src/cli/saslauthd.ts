@@ -95,6 +95,12 @@ async function createBackend(opts: DaemonOptions, logger: DaemonLogger): Promise
   }
 }
 
+/** Cyrus's exit status: 2 when another daemon owns the socket, else 1. */
+function startupExit(err: unknown): unknown {
+  if (err instanceof StartupError) return new ExitError(err.message, err.code === 'EADDRINUSE' ? 2 : 1);
+  return err;
+}
+
 interface Service {
   server: SaslauthdServer;
   backend: Backend;
@@ -140,8 +146,7 @@ async function serve(
     await server.listen(worker !== undefined);
   } catch (err) {
     await backend.close?.();
-    if (err instanceof StartupError) throw new ExitError(err.message, err.code === 'EADDRINUSE' ? 2 : 1);
-    throw err;
+    throw startupExit(err);
   }
   return { server, backend, cache };
 }
@@ -197,24 +202,34 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   const { log } = logger;
   const svc = await serve(opts, logger);
   const pidFile = announce(opts, log, detachedChild, 1);
+  onStopSignals(logger, async () => {
+    await svc.server.close(opts.authTimeoutMs);
+    await svc.backend.close?.();
+    if (detachedChild) fs.rmSync(pidFile, { force: true });
+  });
+  process.on('SIGHUP', () => reload(svc, log));
+}
+
+/**
+ * SIGTERM/SIGINT: stop accepting, let shutdown() answer what is in flight
+ * and clean up, then exit 0. A second signal changes nothing.
+ */
+function onStopSignals(logger: DaemonLogger, shutdown: () => Promise<void>): void {
+  const { log } = logger;
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: no new connections, answering those in flight');
     void notifyStopping(`stopping on ${signal}`);
-    void (async () => {
-      await svc.server.close(opts.authTimeoutMs);
-      await svc.backend.close?.();
-      if (detachedChild) fs.rmSync(pidFile, { force: true });
+    void shutdown().then(() => {
       log.info(`master exited: ${process.pid}`);
       logger.flush();
       process.exit(0);
-    })();
+    });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => reload(svc, log));
 }
 
 /** The cluster primary: owns the socket file, pid file and readiness; serves nothing itself. */
@@ -224,27 +239,14 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
   try {
     await SaslauthdServer.claimSocket(socketPath);
   } catch (err) {
-    if (err instanceof StartupError) throw new ExitError(err.message, err.code === 'EADDRINUSE' ? 2 : 1);
-    throw err;
+    throw startupExit(err);
   }
   const primary = new Primary({ workers, log, shutdownGraceMs: opts.authTimeoutMs });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down: no new connections, answering those in flight');
-    void notifyStopping(`stopping on ${signal}`);
-    void (async () => {
-      await primary.stop();
-      fs.rmSync(socketPath, { force: true });
-      if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
-      log.info(`master exited: ${process.pid}`);
-      logger.flush();
-      process.exit(0);
-    })();
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  onStopSignals(logger, async () => {
+    await primary.stop();
+    fs.rmSync(socketPath, { force: true });
+    if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
+  });
   process.on('SIGHUP', () => primary.reload());
   try {
     await primary.start();

@@ -13,6 +13,7 @@ import { native } from '../../src/native/binding';
 import { BACKENDS } from '../../src/backends';
 import { DAEMON_BIN, ROOT, waitForSocket } from '../helpers/daemon';
 import { createUser, removeAllUsers } from '../helpers/users';
+import { childPids, groupPids } from '../helpers/procs';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle').split(','));
@@ -52,37 +53,6 @@ function procStatus(pid: number, key: string): number {
   } catch {
     return 0;
   }
-}
-
-/** Every process whose process group is pgid (Cyrus forks -n workers). */
-function groupPids(pgid: number): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[2]) === pgid) out.push(Number(d));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-/** Direct children (the cluster workers). */
-function childPids(parent: number): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) out.push(Number(d));
-    } catch {
-      // gone
-    }
-  }
-  return out;
 }
 
 const rssMb = (pids: number[], key = 'VmRSS'): number => pids.reduce((a, p) => a + procStatus(p, key), 0) / 1024;

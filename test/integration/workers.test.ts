@@ -9,23 +9,9 @@ import { startDaemon, DAEMON_BIN } from '../helpers/daemon';
 import { createUser, removeAllUsers, runCmd, userName } from '../helpers/users';
 import { runTool, testsaslauthd, OK_LINE } from '../helpers/testsaslauthd';
 import { sendRequest } from '../../src/client/request';
+import { childPids } from '../helpers/procs';
 
 after(() => removeAllUsers());
-
-function childPids(parent: number): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((d) => {
-      try {
-        const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 /** pids of the processes that logged a success for this user so far. */
 function successPids(output: string, user: string): Set<number> {
