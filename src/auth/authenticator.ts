@@ -30,6 +30,7 @@ export class Authenticator {
   private readonly log: pino.Logger;
   private readonly resultLog: pino.Logger;
   private readonly cache: CredentialCache | undefined;
+  private readonly inflight = new Map<string, Promise<Outcome>>();
 
   constructor(opts: AuthenticatorOptions) {
     this.cache = opts.cache;
@@ -71,7 +72,10 @@ export class Authenticator {
       }
 
       const started = process.hrtime.bigint();
-      const outcome = await this.runBackend(req);
+      const outcome =
+        cache !== undefined
+          ? await this.coalesced(cache.fingerprint(req.login, realm, req.service, req.password), req)
+          : await this.runBackend(req);
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
       this.logOutcome(req, outcome, durationMs);
       if (cache !== undefined) {
@@ -94,6 +98,21 @@ export class Authenticator {
     } finally {
       raw.password.fill(0);
     }
+  }
+
+  /**
+   * With the cache on, identical credentials already being checked share that
+   * check: a burst of the same login (a client reconnecting, a cold cache
+   * under load) costs the mechanism one verification, not one per request,
+   * exactly as if the first had finished and filled the cache.
+   */
+  private coalesced(key: string, req: AuthRequest): Promise<Outcome> {
+    let pending = this.inflight.get(key);
+    if (pending === undefined) {
+      pending = this.runBackend(req).finally(() => this.inflight.delete(key));
+      this.inflight.set(key, pending);
+    }
+    return pending;
   }
 
   private async runBackend(req: AuthRequest): Promise<Outcome> {

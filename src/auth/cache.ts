@@ -66,6 +66,12 @@ export class CredentialCache {
     return crypto.createHmac('sha256', this.key).update(id).update('\0').update(password).digest();
   }
 
+  /** An opaque key for these exact credentials (no password in clear). */
+  fingerprint(login: string, realm: string, service: string, password: Buffer): string {
+    const id = CredentialCache.id(login, realm, service);
+    return `${id}\0${this.mac(id, password).toString('base64')}`;
+  }
+
   /** True if these exact credentials succeeded within the TTL. */
   lookup(login: string, realm: string, service: string, password: Buffer): boolean {
     const id = CredentialCache.id(login, realm, service);

@@ -139,3 +139,26 @@ test('outage cache: a password the backend now refuses is forgotten', async () =
   up = false;
   assert.equal(await a.handle(raw('bob', 'old')), 'NO', 'the revoked password is not served during an outage');
 });
+
+test('with the cache on, identical credentials in flight share one backend check', async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const b = scripted(async (req) => {
+    await gate;
+    return req.password.toString() === 'right' ? ok() : denied('NO Incorrect password');
+  });
+  const cache = new CredentialCache({ ttlMs: 60_000, mode: 'normal' });
+  const a = new Authenticator({ backend: b, concatRealm: false, timeoutMs: 1000, log: silent, cache });
+  const burst = [
+    ...Array.from({ length: 10 }, () => a.handle(raw('bob', 'right'))),
+    ...Array.from({ length: 5 }, () => a.handle(raw('bob', 'wrong'))),
+    a.handle(raw('bob', 'right', 'imap')),
+  ];
+  await new Promise((r) => setImmediate(r));
+  release();
+  const answers = await Promise.all(burst);
+  assert.deepEqual(answers, [...Array(10).fill('OK'), ...Array(5).fill('NO Incorrect password'), 'OK']);
+  assert.equal(b.calls.length, 3, 'one check per distinct (login, realm, service, password)');
+  assert.equal(await a.handle(raw('bob', 'wrong')), 'NO Incorrect password');
+  assert.equal(b.calls.length, 4, 'a finished failure is not reused');
+});
