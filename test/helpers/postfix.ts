@@ -3,7 +3,7 @@
 // that queue directory as Debian ships it (master.cf chroot "y"), listening
 // on 127.0.0.1 high ports, logging to a file (CI has no syslog). Driven with
 // swaks. Everything lives under one temp dir, removed by stop().
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -51,20 +51,8 @@ export interface PostfixInstance {
   stop(): Promise<void>;
 }
 
-export interface CmdResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<CmdResult> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+export { runTool as run, type ToolResult as CmdResult } from './testsaslauthd';
+import { runTool as run, type ToolResult as CmdResult } from './testsaslauthd';
 
 /**
  * postfix(1) with a pseudo-terminal: its errors go to syslog (absent in CI)

@@ -11,7 +11,7 @@ export interface ToolResult {
 
 export function runTool(cmd: string, args: string[], timeoutMs = 30_000): Promise<ToolResult> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(cmd, args, { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ stdout, stderr, code });
     });

@@ -3,41 +3,15 @@
 // daemon restart, and 100 concurrent authentications.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { freePorts, startSlapd, USERS, type Slapd } from '../helpers/slapd';
 import { serviceConf, startLdapDaemon } from '../helpers/ldap';
+import { startSilentServer } from '../helpers/tcp';
 
 const alice = USERS.alice;
 const TIMEOUT_S = 2;
 const TIMEOUT_MS = TIMEOUT_S * 1000;
 
 /** Accepts TCP connections and never says a word, like a frozen server. */
-interface SilentServer {
-  port: number;
-  connections(): number;
-  close(): Promise<void>;
-}
-
-async function silentServer(): Promise<SilentServer> {
-  const sockets = new Set<net.Socket>();
-  let count = 0;
-  const server = net.createServer((s) => {
-    count++;
-    sockets.add(s);
-    s.on('error', () => undefined);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    connections: () => count,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
-
 describe('ldap failover and outages', () => {
   let slapd: Slapd;
   let deadPort: number;
@@ -67,7 +41,7 @@ describe('ldap failover and outages', () => {
   });
 
   test('a hung first server: the next one answers within ldap_timeout, and the hung one is left alone', async () => {
-    const hung = await silentServer();
+    const hung = await startSilentServer();
     const d = await startLdapDaemon(
       serviceConf(`ldap://127.0.0.1:${hung.port}/ ${slapd.ldapUrl}`, { ldap_timeout: TIMEOUT_S }),
     );
@@ -76,7 +50,7 @@ describe('ldap failover and outages', () => {
       assert.equal(first.reply, 'OK');
       assert.ok(first.ms < TIMEOUT_MS, `first request took ${first.ms} ms`);
       // In back-off now: the following requests go straight to slapd.
-      const triedBefore = hung.connections();
+      const triedBefore = hung.accepted();
       const started = Date.now();
       for (let i = 0; i < 10; i++) {
         const r = await d.timed('alice', alice.password);
@@ -85,7 +59,7 @@ describe('ldap failover and outages', () => {
       }
       // Ten requests in far less than ten stagger delays, and at most one retry of the hung server.
       assert.ok(Date.now() - started < 1500, `10 requests took ${Date.now() - started} ms`);
-      assert.ok(hung.connections() - triedBefore <= 1, `hung server tried ${hung.connections() - triedBefore} more times`);
+      assert.ok(hung.accepted() - triedBefore <= 1, `hung server tried ${hung.accepted() - triedBefore} more times`);
       await d.d.waitForLog(/failed \(.*no answer|slower than/);
     } finally {
       await d.stop();
