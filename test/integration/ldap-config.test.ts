@@ -76,6 +76,24 @@ describe('ldap configuration in the daemon', () => {
     }
   });
 
+  test('SIGHUP with requests in flight: every request is answered, none dropped', async () => {
+    const d = await startLdapDaemon(serviceConf(slapd.ldapUrl));
+    try {
+      const before = Array.from({ length: 60 }, (_, i) => {
+        const u = i % 2 === 0 ? USERS.alice : USERS.bob;
+        return d.ask(u.uid, u.password);
+      });
+      d.d.child.kill('SIGHUP');
+      const during = Array.from({ length: 20 }, () => d.ask('carol', USERS.carol.password));
+      const answers = await Promise.all([...before, ...during]);
+      assert.deepEqual(new Set(answers), new Set(['OK']));
+      await d.d.waitForLog(/SIGHUP: configuration re-read/);
+      assert.equal(await d.ask('alice', USERS.alice.password), 'OK');
+    } finally {
+      await d.stop();
+    }
+  });
+
   test('no password reaches the log at debug level, in any outcome', async () => {
     const d = await startLdapDaemon(serviceConf(slapd.ldapUrl, { ldap_group_dn: `cn=nosuch,${'dc=example,dc=org'}` }), ['-V']);
     try {
