@@ -22,6 +22,7 @@ import {
   sendToPrimary,
   StartupFailure,
   waitForInit,
+  WORKER_LISTEN_FD,
   workerCount,
   type ToWorker,
 } from '../server/cluster';
@@ -143,7 +144,7 @@ async function serve(
     log,
   });
   try {
-    await server.listen(worker !== undefined);
+    await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);
   } catch (err) {
     await backend.close?.();
     throw startupExit(err);
@@ -236,12 +237,14 @@ function onStopSignals(logger: DaemonLogger, shutdown: () => Promise<void>): voi
 async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChild: boolean, workers: number): Promise<void> {
   const { log } = logger;
   const socketPath = path.join(opts.runDir, SOCKET_NAME);
+  let listenFd: number;
   try {
     await SaslauthdServer.claimSocket(socketPath);
+    listenFd = SaslauthdServer.bind(socketPath);
   } catch (err) {
     throw startupExit(err);
   }
-  const primary = new Primary({ workers, log, shutdownGraceMs: opts.authTimeoutMs });
+  const primary = new Primary({ workers, log, shutdownGraceMs: opts.authTimeoutMs, listenFd });
   onStopSignals(logger, async () => {
     await primary.stop();
     fs.rmSync(socketPath, { force: true });
@@ -251,11 +254,11 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
   try {
     await primary.start();
   } catch (err) {
+    native.closeFd(listenFd);
     fs.rmSync(socketPath, { force: true });
     if (err instanceof StartupFailure) throw new ExitError(err.message, err.exitCode);
     throw err;
   }
-  fs.chmodSync(socketPath, 0o777);
   log.info({ workers }, `listening on socket: ${socketPath} (${workers} worker processes)`);
   announce(opts, log, detachedChild, workers);
 }

@@ -19,6 +19,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   saslauthd::InitCrypt(env, exports);
   saslauthd::InitSyslog(env, exports);
   saslauthd::InitPam(env, exports);
+  saslauthd::InitListener(env, exports);
   return exports;
 }
 

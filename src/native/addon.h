@@ -10,6 +10,7 @@ namespace saslauthd {
 void InitCrypt(Napi::Env env, Napi::Object exports);
 void InitSyslog(Napi::Env env, Napi::Object exports);
 void InitPam(Napi::Env env, Napi::Object exports);
+void InitListener(Napi::Env env, Napi::Object exports);
 
 // Copies a JS Buffer into owned memory that is wiped on destruction, so a
 // password never outlives the worker that needed it.

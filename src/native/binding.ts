@@ -43,7 +43,45 @@ export interface PamResult {
   delayUs: number;
 }
 
+/** What a Listener reports (src/native/listener.cc). */
+export const enum ListenerEvent {
+  /** arg: the chunk received (a copy). */
+  Data = 0,
+  /** The client closed its side while tracked; arg: bytes received. */
+  End = 1,
+  /** The read deadline passed while tracked; arg: bytes received. */
+  ReadTimeout = 2,
+  /** The connection closed while tracked (client gone, error). */
+  Closed = 3,
+  /** arg: "CODE message"; a Closed event follows. */
+  ConnError = 4,
+  /** accept(2) failed; arg: "CODE message". */
+  AcceptError = 5,
+}
+
+/**
+ * Accepts on a listening UNIX socket and runs each connection's I/O in C++:
+ * JavaScript sees a connection's bytes until it replies or destroys it.
+ */
+export interface NativeListener {
+  open(fd: number): void;
+  /** Write the reply, half-close, discard input until EOF or the drain deadline. False if already gone. */
+  reply(id: number, bytes: Buffer): boolean;
+  destroy(id: number): void;
+  stopAccepting(): void;
+  destroyAll(): void;
+  readonly count: number;
+}
+
 export interface NativeAddon {
+  Listener: new (
+    onEvent: (kind: ListenerEvent, id: number, arg: Buffer | number | string | undefined) => void,
+    readTimeoutMs: number,
+    drainTimeoutMs: number,
+  ) => NativeListener;
+  /** socket + bind + listen on a UNIX path; returns the descriptor (close-on-exec). Throws with .code. */
+  bindUnixSocket(path: string, backlog: number): number;
+  closeFd(fd: number): void;
   pamAuthenticate(req: PamRequest): Promise<PamResult>;
   cryptVerify(password: Buffer, hash: string): Promise<boolean>;
   shadowCheck(user: string, password: Buffer): Promise<ShadowResult>;

@@ -1,7 +1,9 @@
 // More cores for the socket work: with --workers N > 1 the daemon runs
 // min(N, cores) worker processes that accept on one shared listening socket
-// (node:cluster, SCHED_NONE: the kernel hands each connection to whichever
-// worker accepts first; round-robin through the primary halved throughput).
+// (the primary binds it and hands the descriptor to each worker as fd 4; the
+// kernel gives each connection to whichever worker accepts first, as
+// node:cluster's SCHED_NONE would; round-robin through the primary halved
+// throughput).
 // Opt-in: hashing and PAM already use every core through the thread pool, and
 // on a 2-core machine shared with its clients a second process measured no
 // faster while doubling memory. The primary owns the socket file, the pid
@@ -23,6 +25,9 @@ export type ToWorker =
   | { type: 'shutdown' }
   | { type: 'reload' }
   | { type: 'cache'; op: CacheOp };
+
+/** Where a worker finds the listening socket the primary bound. */
+export const WORKER_LISTEN_FD = 4;
 
 /** --workers N on this machine: never more than its cores. */
 export function workerCount(requested: number): number {
@@ -61,6 +66,8 @@ export interface PrimaryOptions {
   log: pino.Logger;
   /** How long workers get to answer in-flight requests on shutdown. */
   shutdownGraceMs: number;
+  /** The listening socket, passed to every worker as WORKER_LISTEN_FD. */
+  listenFd: number;
 }
 
 const RESTART_WINDOW_MS = 60_000;
@@ -75,7 +82,7 @@ export class Primary {
   private exitWaiters: Array<() => void> = [];
 
   constructor(private readonly opts: PrimaryOptions) {
-    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.setupPrimary({ stdio: ['inherit', 'inherit', 'inherit', 'ipc', opts.listenFd] });
   }
 
   /** Fork the workers; resolves once every one of them is listening. */

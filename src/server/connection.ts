@@ -2,10 +2,14 @@
 // request, answer, half-close, then discard input until the client closes.
 // Unlike Cyrus, every phase has a deadline, so an idle, slow or half-open
 // client costs one descriptor and never blocks anybody else.
-import type net from 'node:net';
+//
+// The I/O and both deadlines live in the native listener (src/native/
+// listener.cc); this is the protocol side of one connection, from its first
+// byte until the reply is handed over.
 import type pino from 'pino';
 import { RequestDecoder, MAX_REQ_LEN, type RawRequest } from '../protocol/decoder';
 import { encodeReply } from '../protocol/encoder';
+import type { NativeListener } from '../native/binding';
 
 export interface ConnectionOptions {
   readTimeoutMs: number;
@@ -14,86 +18,58 @@ export interface ConnectionOptions {
   log: pino.Logger;
 }
 
-type Phase = 'reading' | 'working' | 'draining' | 'closed';
-
 export class Connection {
-  private phase: Phase = 'reading';
+  /** The request is complete and being answered. */
+  busy = false;
   private readonly decoder = new RequestDecoder();
-  private timer: NodeJS.Timeout;
-  private received = 0;
 
   constructor(
-    private readonly socket: net.Socket,
+    private readonly id: number,
+    private readonly listener: NativeListener,
     private readonly opts: ConnectionOptions,
-    private readonly onDone: (c: Connection) => void,
-  ) {
-    this.timer = setTimeout(() => this.readTimedOut(), opts.readTimeoutMs);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('end', () => this.onEnd());
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      // EPIPE/ECONNRESET: the client left before reading the reply.
-      opts.log.debug({ code: err.code }, `connection error: ${err.message}`);
-    });
-    socket.on('close', () => this.onClose());
-  }
+    private readonly onDone: (id: number) => void,
+  ) {}
 
-  get busy(): boolean {
-    return this.phase === 'working';
-  }
-
-  /** Forcibly end the connection (shutdown stragglers). */
-  destroy(): void {
-    this.socket.destroy();
-  }
-
-  private onData(chunk: Buffer): void {
-    if (this.phase !== 'reading') return; // draining: discard, as Cyrus does
-    this.received += chunk.length;
+  onData(chunk: Buffer): void {
+    if (this.busy) return; // a request is being answered: discard, as Cyrus does
     const r = this.decoder.push(chunk);
     if (r.kind === 'incomplete') return;
-    clearTimeout(this.timer);
     if (r.kind === 'oversize') {
       this.opts.log.error({ field: r.field, length: r.length }, `${r.field} exceeded MAX_REQ_LEN: ${MAX_REQ_LEN}`);
       this.reply('NO ');
       return;
     }
-    this.phase = 'working';
+    this.busy = true;
     this.opts.handle(r.request).then(
       (text) => this.reply(text),
       () => this.reply('NO internal mechanism failure'),
     );
   }
 
-  private reply(text: string): void {
-    if (this.phase === 'closed') return;
-    this.phase = 'draining';
-    // end() writes the reply, then shutdown(SHUT_WR): the client sees EOF.
-    this.socket.end(encodeReply(text));
-    this.timer = setTimeout(() => this.socket.destroy(), this.opts.drainTimeoutMs);
+  /** The client half-closed. Before a whole request that is a truncated frame: Cyrus answers nothing and closes; so do we. */
+  onEnd(bytes: number): void {
+    if (this.busy) return; // it sent its request and half-closed: still answer
+    this.opts.log.info({ bytes }, 'client closed before the request was complete');
+    this.close();
   }
 
-  private onEnd(): void {
-    if (this.phase === 'reading') {
-      // Truncated frame: Cyrus answers nothing and closes; so do we.
-      this.opts.log.info({ bytes: this.received }, 'client closed before the request was complete');
-      this.socket.destroy();
-    } else if (this.phase === 'draining') {
-      this.socket.destroy();
-    }
-    // working: the client half-closed after sending; we still answer.
-  }
-
-  private readTimedOut(): void {
+  onReadTimeout(bytes: number): void {
+    if (this.busy) return; // the authenticator's own deadline applies now
     this.opts.log.warn(
-      { bytes: this.received, timeoutMs: this.opts.readTimeoutMs },
+      { bytes, timeoutMs: this.opts.readTimeoutMs },
       'request not received within the read timeout; closing connection',
     );
-    this.socket.destroy();
+    this.close();
   }
 
-  private onClose(): void {
-    clearTimeout(this.timer);
-    this.phase = 'closed';
-    this.onDone(this);
+  private reply(text: string): void {
+    // False when the client has gone meanwhile; nothing to do then.
+    this.listener.reply(this.id, encodeReply(text));
+    this.onDone(this.id);
+  }
+
+  private close(): void {
+    this.listener.destroy(this.id);
+    this.onDone(this.id);
   }
 }

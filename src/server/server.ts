@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type pino from 'pino';
+import { native, ListenerEvent, type NativeListener } from '../native/binding';
 import { Connection, type ConnectionOptions } from './connection';
 
 export const SOCKET_NAME = 'mux';
@@ -45,20 +46,61 @@ export function probeSocket(socketPath: string, timeoutMs = 1000): Promise<'live
 }
 
 export class SaslauthdServer {
-  private readonly server: net.Server;
-  private readonly connections = new Set<Connection>();
+  private readonly listener: NativeListener;
+  /** Connections JavaScript still holds: reading or being answered. */
+  private readonly connections = new Map<number, Connection>();
+  private readonly forget = (id: number): void => {
+    this.connections.delete(id);
+  };
   private shared = false;
 
   constructor(private readonly opts: ServerOptions) {
-    this.server = net.createServer({ allowHalfOpen: true }, (socket) => {
-      const c = new Connection(socket, opts, (done) => this.connections.delete(done));
-      this.connections.add(c);
-    });
-    this.server.on('error', (err) => opts.log.error({ err }, 'socket accept failure'));
+    this.listener = new native.Listener(
+      (kind, id, arg) => this.onEvent(kind, id, arg),
+      opts.readTimeoutMs,
+      opts.drainTimeoutMs,
+    );
   }
 
+  /** Open connections, including those draining after their reply. */
   get connectionCount(): number {
-    return this.connections.size;
+    return this.listener.count;
+  }
+
+  private onEvent(kind: ListenerEvent, id: number, arg: Buffer | number | string | undefined): void {
+    let c = this.connections.get(id);
+    switch (kind) {
+      case ListenerEvent.Data:
+        if (c === undefined) {
+          c = new Connection(id, this.listener, this.opts, this.forget);
+          this.connections.set(id, c);
+        }
+        c.onData(arg as Buffer);
+        return;
+      case ListenerEvent.End:
+        if (c !== undefined) c.onEnd(arg as number);
+        else this.idle(id).onEnd(arg as number);
+        return;
+      case ListenerEvent.ReadTimeout:
+        if (c !== undefined) c.onReadTimeout(arg as number);
+        else this.idle(id).onReadTimeout(arg as number);
+        return;
+      case ListenerEvent.Closed:
+        this.connections.delete(id);
+        return;
+      case ListenerEvent.ConnError:
+        // EPIPE/ECONNRESET: the client left before reading the reply.
+        this.opts.log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
+        return;
+      case ListenerEvent.AcceptError:
+        this.opts.log.error({ code: String(arg).split(' ')[0] }, `socket accept failure: ${String(arg)}`);
+        return;
+    }
+  }
+
+  /** A connection that has sent nothing yet (JavaScript creates state on the first byte). */
+  private idle(id: number): Connection {
+    return new Connection(id, this.listener, this.opts, this.forget);
   }
 
   /**
@@ -73,27 +115,39 @@ export class SaslauthdServer {
     if (state === 'stale') fs.unlinkSync(path);
   }
 
-  /**
-   * Listen on the socket. In a cluster worker (shared) the primary has
-   * claimed the path, owns the file and sets its mode once all workers listen.
-   */
-  async listen(shared = false): Promise<void> {
-    const path = this.opts.socketPath;
-    this.shared = shared;
-    if (!shared) await SaslauthdServer.claimSocket(path);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void =>
-        reject(new StartupError(`cannot listen on ${path}: ${err.message}`, err.code ?? 'ELISTEN'));
-      this.server.once('error', onError);
-      this.server.listen({ path, backlog: 4096 }, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
-    if (!shared) {
-      fs.chmodSync(path, 0o777);
-      this.opts.log.info(`listening on socket: ${path}`);
+  /** Create the listening socket at path (mode 0777: the run directory controls access, as in Cyrus and Debian). */
+  static bind(path: string): number {
+    let fd: number;
+    try {
+      fd = native.bindUnixSocket(path, 4096);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new StartupError(e.message, e.code ?? 'ELISTEN');
     }
+    fs.chmodSync(path, 0o777);
+    return fd;
+  }
+
+  /**
+   * Listen on the socket. In a cluster worker (sharedFd) the primary has
+   * bound the path and passed the listening descriptor down.
+   */
+  async listen(sharedFd?: number): Promise<void> {
+    const path = this.opts.socketPath;
+    this.shared = sharedFd !== undefined;
+    let fd = sharedFd;
+    if (fd === undefined) {
+      await SaslauthdServer.claimSocket(path);
+      fd = SaslauthdServer.bind(path);
+    }
+    try {
+      this.listener.open(fd);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (!this.shared) fs.rmSync(path, { force: true });
+      throw new StartupError(`cannot listen on ${path}: ${e.message}`, e.code ?? 'ELISTEN');
+    }
+    if (!this.shared) this.opts.log.info(`listening on socket: ${path}`);
   }
 
   /**
@@ -101,18 +155,14 @@ export class SaslauthdServer {
    * then end the stragglers. The socket file is removed.
    */
   async close(deadlineMs: number): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.listener.stopAccepting();
     const until = Date.now() + deadlineMs;
-    while ([...this.connections].some((c) => c.busy) && Date.now() < until) {
+    while ([...this.connections.values()].some((c) => c.busy) && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 20));
     }
-    for (const c of this.connections) c.destroy();
-    await closed;
+    this.listener.destroyAll();
+    this.connections.clear();
     if (this.shared) return; // the primary owns the socket file
-    try {
-      fs.unlinkSync(this.opts.socketPath);
-    } catch {
-      // already gone: net.Server removes the path it created
-    }
+    fs.rmSync(this.opts.socketPath, { force: true });
   }
 }
