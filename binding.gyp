@@ -7,7 +7,8 @@
         "src/native/crypt.cc",
         "src/native/syslog.cc",
         "src/native/pam.cc",
-        "src/native/listener.cc"
+        "src/native/listener.cc",
+        "src/native/pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -115,25 +115,31 @@ export class Authenticator {
     return pending;
   }
 
-  private async runBackend(req: AuthRequest): Promise<Outcome> {
-    const ac = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<Outcome>((resolve) => {
-      timer = setTimeout(() => {
+  /** The backend under the deadline: one timer, one promise, no race. */
+  private runBackend(req: AuthRequest): Promise<Outcome> {
+    req.deadline = performance.now() + this.timeoutMs;
+    return new Promise((resolve, reject) => {
+      const ac = new AbortController();
+      const timer = setTimeout(() => {
         ac.abort();
         resolve(unavailable(TIMEOUT_REPLY, `backend did not answer within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
+      this.backend.authenticate(req, ac.signal).then(
+        (outcome) => {
+          clearTimeout(timer);
+          if (outcome.text.startsWith('OK') || outcome.text.startsWith('NO')) {
+            resolve(outcome);
+            return;
+          }
+          this.log.error({ mech: this.backend.name }, `mechanism returned unknown response: ${this.backend.name}`);
+          resolve(unavailable('NO internal mechanism failure'));
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
     });
-    try {
-      const outcome = await Promise.race([this.backend.authenticate(req, ac.signal), deadline]);
-      if (!outcome.text.startsWith('OK') && !outcome.text.startsWith('NO')) {
-        this.log.error({ mech: this.backend.name }, `mechanism returned unknown response: ${this.backend.name}`);
-        return unavailable('NO internal mechanism failure');
-      }
-      return outcome;
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   private logCached(req: AuthRequest, what: string): void {

@@ -11,6 +11,13 @@ export interface AuthRequest {
   realm: string;
   /** Client address from the 5-field protocol ("a.b.c.d;port"), if sent. */
   clientAddr?: string;
+  /** performance.now() at which the authenticator answers without us (work queued past it is wasted). */
+  deadline?: number;
+}
+
+/** Milliseconds until req's deadline (never negative); undefined when it has none. */
+export function timeLeftMs(req: AuthRequest): number | undefined {
+  return req.deadline === undefined ? undefined : Math.max(0, req.deadline - performance.now());
 }
 
 export type Outcome =

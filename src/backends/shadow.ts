@@ -1,9 +1,8 @@
 // shadow: /etc/passwd + /etc/shadow (through NSS: getpwnam_r/getspnam_r)
 // checked with the system's crypt(3). Mirrors Cyrus auth_shadow.c, replies
-// included; the work runs on the libuv thread pool in the native addon.
+// included; the work runs on the native addon's hashing pool.
 import { native, ShadowCode } from '../native/binding';
-import { hashing } from '../native/limit';
-import { type Backend, type BackendFactory, denied, ok, type Outcome, unavailable } from './backend';
+import { type Backend, type BackendFactory, denied, ok, type Outcome, timeLeftMs, unavailable } from './backend';
 
 function toOutcome(code: ShadowCode, detail: string): Outcome {
   switch (code) {
@@ -32,9 +31,9 @@ function toOutcome(code: ShadowCode, detail: string): Outcome {
 export const createShadowBackend: BackendFactory = async () => {
   const backend: Backend = {
     name: 'shadow',
-    async authenticate(req, signal) {
+    async authenticate(req) {
       try {
-        const r = await hashing.run(() => native.shadowCheck(req.login, req.password), signal);
+        const r = await native.shadowCheck(req.login, req.password, timeLeftMs(req));
         return toOutcome(r.code, r.detail);
       } catch (err) {
         return unavailable('NO internal mechanism failure', `shadow: ${(err as Error).message}`);

@@ -20,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   saslauthd::InitSyslog(env, exports);
   saslauthd::InitPam(env, exports);
   saslauthd::InitListener(env, exports);
+  saslauthd::InitPool(env, exports);
   return exports;
 }
 

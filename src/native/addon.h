@@ -11,6 +11,7 @@ void InitCrypt(Napi::Env env, Napi::Object exports);
 void InitSyslog(Napi::Env env, Napi::Object exports);
 void InitPam(Napi::Env env, Napi::Object exports);
 void InitListener(Napi::Env env, Napi::Object exports);
+void InitPool(Napi::Env env, Napi::Object exports);
 
 // Copies a JS Buffer into owned memory that is wiped on destruction, so a
 // password never outlives the worker that needed it.

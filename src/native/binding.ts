@@ -83,8 +83,14 @@ export interface NativeAddon {
   bindUnixSocket(path: string, backlog: number): number;
   closeFd(fd: number): void;
   pamAuthenticate(req: PamRequest): Promise<PamResult>;
-  cryptVerify(password: Buffer, hash: string): Promise<boolean>;
-  shadowCheck(user: string, password: Buffer): Promise<ShadowResult>;
+  /**
+   * The hashing pool (src/native/pool.cc): one thread per usable CPU. A job
+   * still queued timeoutMs after the call never runs; it rejects with code
+   * ETIMEDOUT.
+   */
+  cryptVerify(password: Buffer, hash: string, timeoutMs?: number): Promise<boolean>;
+  shadowCheck(user: string, password: Buffer, timeoutMs?: number): Promise<ShadowResult>;
+  readonly hashThreads: number;
   raiseFdLimit(): number;
   preferredCryptPrefix: string;
   openlog(ident: string): void;

@@ -1,8 +1,9 @@
 // crypt(3) through the system's libxcrypt, off the main thread.
 //
-// Two entry points, both AsyncWorkers on the libuv thread pool:
-//   cryptVerify(password, hash)  -> Promise<boolean>   (LDAP {CRYPT})
-//   shadowCheck(user, password)  -> Promise<{code, detail}>
+// Two entry points, both jobs on the hashing pool (pool.h):
+//   cryptVerify(password, hash[, timeoutMs])  -> Promise<boolean>   (LDAP {CRYPT})
+//   shadowCheck(user, password[, timeoutMs])  -> Promise<{code, detail}>
+// A job still queued after timeoutMs is never run (rejects, code ETIMEDOUT).
 // shadowCheck follows Cyrus auth_shadow.c step for step (getpwnam, getspnam,
 // *NP*, crypt compare, account expiry, password aging) so replies match, and
 // spends one hash on every path so timing does not reveal which accounts exist.
@@ -13,12 +14,14 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "addon.h"
+#include "pool.h"
 
 namespace saslauthd {
 namespace {
@@ -69,29 +72,23 @@ bool NotFound(int err) {
   return err == 0 || err == ENOENT || err == ESRCH || err == EBADF || err == EPERM;
 }
 
-class CryptVerifyWorker : public Napi::AsyncWorker {
+class CryptVerifyJob : public PoolJob {
  public:
-  CryptVerifyWorker(Napi::Env env, const Napi::Buffer<char>& pw, std::string hash)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), password_(pw),
-        hash_(std::move(hash)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  CryptVerifyJob(Napi::Env env, double timeout_ms, const Napi::Buffer<char>& pw, std::string hash)
+      : PoolJob(env, timeout_ms), password_(pw), hash_(std::move(hash)) {}
   void Execute() override { ok_ = CryptMatches(password_.c_str(), hash_.c_str()); }
-  void OnOK() override { deferred_.Resolve(Napi::Boolean::New(Env(), ok_)); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  Napi::Value Result(Napi::Env env) override { return Napi::Boolean::New(env, ok_); }
 
  private:
-  Napi::Promise::Deferred deferred_;
   SecretBytes password_;
   std::string hash_;
   bool ok_ = false;
 };
 
-class ShadowWorker : public Napi::AsyncWorker {
+class ShadowJob : public PoolJob {
  public:
-  ShadowWorker(Napi::Env env, std::string user, const Napi::Buffer<char>& pw)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), user_(std::move(user)),
-        password_(pw) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  ShadowJob(Napi::Env env, double timeout_ms, std::string user, const Napi::Buffer<char>& pw)
+      : PoolJob(env, timeout_ms), user_(std::move(user)), password_(pw) {}
 
   void Execute() override {
     std::vector<char> buf(16384);
@@ -151,43 +148,54 @@ class ShadowWorker : public Napi::AsyncWorker {
     code_ = kOk;
   }
 
-  void OnOK() override {
-    Napi::Object r = Napi::Object::New(Env());
-    r.Set("code", Napi::Number::New(Env(), code_));
-    r.Set("detail", Napi::String::New(Env(), detail_));
-    deferred_.Resolve(r);
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("code", Napi::Number::New(env, code_));
+    r.Set("detail", Napi::String::New(env, detail_));
+    return r;
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::string user_;
   SecretBytes password_;
   int code_ = kIncorrectPassword;
   std::string detail_;
 };
 
+// The optional third argument: ms the job may wait in the queue; none = forever.
+bool TimeoutArg(const Napi::CallbackInfo& info, double* timeout_ms) {
+  *timeout_ms = -1;
+  if (info.Length() < 3 || info[2].IsUndefined()) return true;
+  if (!info[2].IsNumber()) return false;
+  *timeout_ms = std::max(0.0, info[2].As<Napi::Number>().DoubleValue());
+  return true;
+}
+
 Napi::Value CryptVerify(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsString()) {
-    Napi::TypeError::New(env, "cryptVerify(password: Buffer, hash: string)").ThrowAsJavaScriptException();
+  double timeout_ms;
+  if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsString() || !TimeoutArg(info, &timeout_ms)) {
+    Napi::TypeError::New(env, "cryptVerify(password: Buffer, hash: string, timeoutMs?: number)")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto* w = new CryptVerifyWorker(env, info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::String>().Utf8Value());
-  Napi::Promise p = w->Promise();
-  w->Queue();
+  auto* job = new CryptVerifyJob(env, timeout_ms, info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::String>().Utf8Value());
+  Napi::Promise p = job->Promise();
+  job->Submit();
   return p;
 }
 
 Napi::Value ShadowCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBuffer()) {
-    Napi::TypeError::New(env, "shadowCheck(user: string, password: Buffer)").ThrowAsJavaScriptException();
+  double timeout_ms;
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBuffer() || !TimeoutArg(info, &timeout_ms)) {
+    Napi::TypeError::New(env, "shadowCheck(user: string, password: Buffer, timeoutMs?: number)")
+        .ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto* w = new ShadowWorker(env, info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Buffer<char>>());
-  Napi::Promise p = w->Promise();
-  w->Queue();
+  auto* job = new ShadowJob(env, timeout_ms, info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Buffer<char>>());
+  Napi::Promise p = job->Promise();
+  job->Submit();
   return p;
 }
 

@@ -120,14 +120,38 @@ class Listener : public Napi::ObjectWrap<Listener> {
     c->reply.assign(body.Data(), body.Length());
     c->replied = true;
     c->tracked = false;
-    uv_buf_t buf = uv_buf_init(c->reply.data(), static_cast<unsigned>(c->reply.size()));
-    int err = uv_write(&c->write_req, Stream(c), &buf, 1, OnWritten);
-    if (err != 0) {
+    uv_timer_start(&c->timer, OnDrainTimeout, drain_timeout_ms_, 0);
+    // A reply is a few bytes into an empty socket buffer: it almost always
+    // goes out at once, and then the half-close can follow at once too,
+    // without the write request and the extra loop turns uv_shutdown needs.
+    int sent = TryWrite(c);
+    if (sent < 0) {
+      Close(c);  // EPIPE/ECONNRESET: the client left before reading the reply
+      return Napi::Boolean::New(env, false);
+    }
+    if (static_cast<size_t>(sent) == c->reply.size()) {
+      uv_os_fd_t fd;
+      if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd) == 0 && shutdown(fd, SHUT_WR) == 0) {
+        c->shutdown_done = true;
+        if (c->eof) Close(c);
+        return Napi::Boolean::New(env, true);
+      }
       Close(c);
       return Napi::Boolean::New(env, false);
     }
-    uv_timer_start(&c->timer, OnDrainTimeout, drain_timeout_ms_, 0);
+    uv_buf_t rest = uv_buf_init(c->reply.data() + sent, static_cast<unsigned>(c->reply.size() - sent));
+    if (uv_write(&c->write_req, Stream(c), &rest, 1, OnWritten) != 0) {
+      Close(c);
+      return Napi::Boolean::New(env, false);
+    }
     return Napi::Boolean::New(env, true);
+  }
+
+  // uv_try_write: bytes written, 0 if the socket is full, <0 on error.
+  static int TryWrite(Conn* c) {
+    uv_buf_t buf = uv_buf_init(c->reply.data(), static_cast<unsigned>(c->reply.size()));
+    int n = uv_try_write(Stream(c), &buf, 1);
+    return n == UV_EAGAIN ? 0 : n;
   }
 
   Napi::Value Destroy(const Napi::CallbackInfo& info) {

@@ -8,7 +8,6 @@
 // the stored hash itself as the password).
 import crypto from 'node:crypto';
 import { native } from '../../native/binding';
-import { hashing } from '../../native/limit';
 
 export type PasswordVerdict =
   | { match: boolean; scheme: string }
@@ -63,7 +62,7 @@ export async function verifyStoredPassword(stored: Buffer, password: Buffer): Pr
   const rest = text.slice(m[0].length);
   if (scheme === 'CRYPT' || scheme === 'UNIX') {
     // crypt(3) settings are ASCII; the addon compares in constant time.
-    return { match: await hashing.run(() => native.cryptVerify(password, rest)), scheme };
+    return { match: await native.cryptVerify(password, rest), scheme };
   }
   const def = DIGESTS[scheme];
   if (def !== undefined) return checkDigest(def, scheme, rest, password);
