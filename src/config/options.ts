@@ -12,7 +12,7 @@ export interface DaemonOptions {
   mechOption: string | undefined;
   runDir: string;
   threads: number;
-  /** --workers: processes sharing the socket (node:cluster); 1 = no cluster. */
+  /** --workers: processes sharing the listening socket; 1 = no cluster. */
   workers: number;
   cache: boolean;
   cacheSizeKb: number | undefined;
@@ -77,7 +77,7 @@ export function buildCommand(): Command {
       new Option(
         '-n <procs>',
         'Cyrus: number of worker processes. Accepted for compatibility: saslauthd-ts serves every ' +
-          'connection concurrently and hashes on a thread pool; see --workers',
+          'connection concurrently and hashes on one thread per CPU; see --workers',
       )
         .argParser(positiveInt('-n', 0))
         .default(5),

@@ -38,11 +38,19 @@ export class RequestDecoder {
   private buf: Buffer = EMPTY;
   private readonly fields: Buffer[] = [];
   private done = false;
+  /** Every buffer that has held request bytes, for wipe(). */
+  private readonly held: Buffer[] = [];
 
   /** Feed the next chunk; returns the outcome so far. After a final result, further input is ignored. */
   push(chunk: Buffer): DecodeResult {
     if (this.done) return INCOMPLETE;
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    this.held.push(chunk);
+    if (this.buf.length > 0) {
+      this.buf = Buffer.concat([this.buf, chunk]);
+      this.held.push(this.buf);
+    } else {
+      this.buf = chunk;
+    }
     while (this.fields.length < FIELD_NAMES.length) {
       if (this.buf.length < 2) return INCOMPLETE;
       const len = this.buf.readUInt16BE(0);
@@ -68,6 +76,16 @@ export class RequestDecoder {
     }
     this.finish();
     return { kind: 'request', request };
+  }
+
+  /**
+   * Zero every byte this decoder was fed or assembled (the password among
+   * them). The request's login, service, realm and address are views into
+   * these buffers: call this only once they have been read.
+   */
+  wipe(): void {
+    for (const b of this.held) b.fill(0);
+    this.held.length = 0;
   }
 
   private finish(): void {

@@ -4,7 +4,7 @@
 // kernel gives each connection to whichever worker accepts first, as
 // node:cluster's SCHED_NONE would; round-robin through the primary halved
 // throughput).
-// Opt-in: hashing and PAM already use every core through the thread pool, and
+// Opt-in: hashing and PAM already use every core through their threads, and
 // on a 2-core machine shared with its clients a second process measured no
 // faster while doubling memory. The primary owns the socket file, the pid
 // file and readiness, forwards signals, restarts a worker that dies, and

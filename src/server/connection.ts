@@ -14,6 +14,11 @@ import type { NativeListener } from '../native/binding';
 export interface ConnectionOptions {
   readTimeoutMs: number;
   drainTimeoutMs: number;
+  /**
+   * Answers a request. Must read the login, service, realm and address
+   * before it returns (they are views into buffers wiped then); the password
+   * is its own copy, to wipe when done.
+   */
   handle(req: RawRequest): Promise<string>;
   log: pino.Logger;
 }
@@ -36,6 +41,7 @@ export class Connection {
     if (r.kind === 'incomplete') return;
     if (r.kind === 'oversize') {
       this.opts.log.error({ field: r.field, length: r.length }, `${r.field} exceeded MAX_REQ_LEN: ${MAX_REQ_LEN}`);
+      this.decoder.wipe();
       this.reply('NO ');
       return;
     }
@@ -44,6 +50,9 @@ export class Connection {
       (text) => this.reply(text),
       () => this.reply('NO internal mechanism failure'),
     );
+    // handle() has read the fields it needs (the password is its own copy):
+    // leave no copy of the request in the received chunks.
+    this.decoder.wipe();
   }
 
   /** The client half-closed. Before a whole request that is a truncated frame: Cyrus answers nothing and closes; so do we. */

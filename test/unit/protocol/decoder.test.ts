@@ -152,6 +152,20 @@ test('copies the password, so wiping it never touches the caller’s chunk (and 
   assert.equal(asStrings(r).password, 'secret');
 });
 
+test('wipe() zeroes every chunk fed and every buffer assembled, and leaves the password copy', () => {
+  const bytes = encodeRequest({ login: 'bob', password: 'hunter2-secret', service: 'smtp', realm: 'example.org' });
+  const chunks = [bytes.subarray(0, 9), bytes.subarray(9, 20), bytes.subarray(20)].map((c) => Buffer.from(c));
+  const d = new RequestDecoder();
+  let r: DecodeResult = { kind: 'incomplete' };
+  for (const c of chunks) r = d.push(c);
+  assert.equal(r.kind, 'request');
+  const req = (r as Extract<DecodeResult, { kind: 'request' }>).request;
+  const held = [...chunks, req.login, req.service, req.realm];
+  d.wipe();
+  for (const b of held) assert.ok(b.every((x) => x === 0), `not wiped: ${b.toString('hex')}`);
+  assert.equal(req.password.toString(), 'hunter2-secret');
+});
+
 test('encodes a reply as a 2-byte big-endian length and the text, no NUL', () => {
   assert.deepEqual(encodeReply('OK'), Buffer.from('\0\x02OK', 'latin1'));
   assert.deepEqual(encodeReply('NO '), Buffer.from('\0\x03NO ', 'latin1'));
