@@ -28,6 +28,8 @@ import {
 } from '../server/cluster';
 
 const CHILD_ENV = 'SASLAUTHD_TS_DETACHED';
+/** Descriptors never used for client connections (see serve()). */
+const FD_RESERVE = 64;
 const STATUS_FD = 3;
 
 class ExitError extends Error {
@@ -140,6 +142,8 @@ async function serve(
     socketPath: path.join(opts.runDir, SOCKET_NAME),
     readTimeoutMs: opts.readTimeoutMs,
     drainTimeoutMs: opts.drainTimeoutMs,
+    // Descriptors kept for the mechanism: NSS files, LDAP and IMAP connections, logs.
+    maxConnections: Math.max(16, fdLimit - FD_RESERVE),
     handle: (req) => auth.handle(req),
     log,
   });

@@ -55,8 +55,10 @@ export const enum ListenerEvent {
   Closed = 3,
   /** arg: "CODE message"; a Closed event follows. */
   ConnError = 4,
-  /** accept(2) failed; arg: "CODE message". */
+  /** accept(2) failed; arg: "CODE message". Out of descriptors, accepting pauses 100 ms; logged at most every 5 s. */
   AcceptError = 5,
+  /** maxConnections are open; accepting waits for one to close. arg: maxConnections. At most every 5 s. */
+  ConnLimit = 6,
 }
 
 /**
@@ -78,6 +80,7 @@ export interface NativeAddon {
     onEvent: (kind: ListenerEvent, id: number, arg: Buffer | number | string | undefined) => void,
     readTimeoutMs: number,
     drainTimeoutMs: number,
+    maxConnections: number,
   ) => NativeListener;
   /** socket + bind + listen on a UNIX path; returns the descriptor (close-on-exec). Throws with .code. */
   bindUnixSocket(path: string, backlog: number): number;

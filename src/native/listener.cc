@@ -12,7 +12,7 @@
 // tracked connections produce events, so a reply ends JavaScript's part.
 //
 //   bindUnixSocket(path, backlog) -> fd     socket(2) + bind(2) + listen(2)
-//   new Listener(onEvent, readTimeoutMs, drainTimeoutMs)
+//   new Listener(onEvent, readTimeoutMs, drainTimeoutMs, maxConnections)
 //     .open(fd)          accept on a listening socket (ours, or inherited)
 //     .reply(id, bytes)  write, shutdown(SHUT_WR), discard input until EOF
 //     .destroy(id)       close now
@@ -22,7 +22,9 @@
 //   onEvent(kind, id, arg): kind 0 data (arg: Buffer), 1 EOF while tracked
 //   (arg: bytes received), 2 read deadline while tracked (arg: bytes),
 //   3 closed while tracked, 4 connection error (arg: "CODE message"),
-//   5 accept error (arg: "CODE message").
+//   5 accept error (arg: "CODE message"; out of descriptors, accepting pauses
+//   for 100 ms and the connections wait in the backlog), 6 maxConnections
+//   open: accepting waits for one to close (arg: maxConnections).
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -31,6 +33,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <string>
 #include <unordered_map>
 
@@ -39,7 +42,7 @@
 namespace saslauthd {
 namespace {
 
-enum EventKind { kData = 0, kEnd = 1, kReadTimeout = 2, kClosed = 3, kConnError = 4, kAcceptError = 5 };
+enum EventKind { kData = 0, kEnd = 1, kReadTimeout = 2, kClosed = 3, kConnError = 4, kAcceptError = 5, kConnLimit = 6 };
 
 class Listener;
 
@@ -80,10 +83,13 @@ class Listener : public Napi::ObjectWrap<Listener> {
   explicit Listener(const Napi::CallbackInfo& info)
       : Napi::ObjectWrap<Listener>(info), context_(info.Env(), "saslauthd.connection") {
     Napi::Env env = info.Env();
-    if (info.Length() < 3 || !info[0].IsFunction() || !info[1].IsNumber() || !info[2].IsNumber()) {
-      Napi::TypeError::New(env, "new Listener(onEvent, readTimeoutMs, drainTimeoutMs)").ThrowAsJavaScriptException();
+    if (info.Length() < 4 || !info[0].IsFunction() || !info[1].IsNumber() || !info[2].IsNumber() ||
+        !info[3].IsNumber()) {
+      Napi::TypeError::New(env, "new Listener(onEvent, readTimeoutMs, drainTimeoutMs, maxConnections)")
+          .ThrowAsJavaScriptException();
       return;
     }
+    max_conns_ = static_cast<size_t>(std::max(1.0, info[3].As<Napi::Number>().DoubleValue()));
     on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
     read_timeout_ms_ = info[1].As<Napi::Number>().Int64Value();
     drain_timeout_ms_ = info[2].As<Napi::Number>().Int64Value();
@@ -98,15 +104,24 @@ class Listener : public Napi::ObjectWrap<Listener> {
       return env.Undefined();
     }
     int fd = info[0].As<Napi::Number>().Int32Value();
-    uv_pipe_init(loop_, &server_, 0);
-    server_.data = this;
-    int err = uv_pipe_open(&server_, fd);
-    if (err == 0) err = uv_listen(reinterpret_cast<uv_stream_t*>(&server_), 4096, OnConnection);
+    int flags = fcntl(fd, F_GETFL);
+    int err = flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ? uv_translate_sys_error(errno) : 0;
+    if (err == 0) err = uv_poll_init(loop_, &accept_poll_, fd);
+    if (err == 0) {
+      accept_poll_.data = this;
+      uv_timer_init(loop_, &accept_pause_);
+      accept_pause_.data = this;
+      err = uv_poll_start(&accept_poll_, UV_READABLE, OnAcceptable);
+      if (err != 0) {
+        uv_close(reinterpret_cast<uv_handle_t*>(&accept_poll_), nullptr);
+        uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_), nullptr);
+      }
+    }
     if (err != 0) {
-      uv_close(reinterpret_cast<uv_handle_t*>(&server_), nullptr);
       UvError(env, err, "cannot accept on the socket").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    listen_fd_ = fd;
     server_open_ = true;
     Ref();  // the handles point at this object: keep it alive for the process
     return env.Undefined();
@@ -166,7 +181,9 @@ class Listener : public Napi::ObjectWrap<Listener> {
   Napi::Value StopAccepting(const Napi::CallbackInfo& info) {
     if (server_open_) {
       server_open_ = false;
-      uv_close(reinterpret_cast<uv_handle_t*>(&server_), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&accept_poll_), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_), nullptr);
+      close(listen_fd_);  // this process's copy; the path is JavaScript's to unlink
     }
     return info.Env().Undefined();
   }
@@ -215,27 +232,76 @@ class Listener : public Napi::ObjectWrap<Listener> {
     Emit(kind, c->id, Napi::Number::New(Env(), static_cast<double>(c->bytes)));
   }
 
-  static void OnConnection(uv_stream_t* server, int status) {
-    auto* self = static_cast<Listener*>(server->data);
+  // Our own accept loop instead of uv_listen: when descriptors run out,
+  // libuv accepts and closes the waiting connections without a word. Here
+  // they stay in the kernel's backlog, accepting pauses for a moment, and the
+  // log says why (at most every few seconds while it lasts).
+  static void OnAcceptable(uv_poll_t* poll, int status, int) {
+    auto* self = static_cast<Listener*>(poll->data);
     if (status < 0) {
-      // EMFILE and friends: libuv has already shed the pending connection.
       self->EmitText(kAcceptError, 0, status);
       return;
     }
-    auto* c = new Conn();
-    c->owner = self;
-    c->id = ++self->next_id_;
-    uv_pipe_init(self->loop_, &c->pipe, 0);
-    uv_timer_init(self->loop_, &c->timer);
-    c->pipe.data = c;
-    c->timer.data = c;
-    self->conns_.emplace(static_cast<uint64_t>(c->id), c);
-    if (uv_accept(server, Stream(c)) != 0) {
-      c->tracked = false;
-      self->Close(c);
+    for (int i = 0; i < 64; i++) {
+      if (self->conns_.size() >= self->max_conns_) {
+        // Keep descriptors for the mechanism (files, LDAP, IMAP): the rest
+        // wait in the backlog until a connection closes.
+        uv_poll_stop(&self->accept_poll_);
+        self->at_limit_ = true;
+        if (self->ShouldLog()) {
+          Napi::HandleScope scope(self->Env());
+          self->Emit(kConnLimit, 0, Napi::Number::New(self->Env(), static_cast<double>(self->max_conns_)));
+        }
+        return;
+      }
+      int fd = accept4(self->listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        self->Adopt(fd);
+        continue;
+      }
+      int err = errno;
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        uv_poll_stop(&self->accept_poll_);
+        uv_timer_start(&self->accept_pause_, OnPauseOver, kAcceptPauseMs, 0);
+        if (self->ShouldLog()) self->EmitText(kAcceptError, 0, uv_translate_sys_error(err));
+        return;
+      }
+      self->EmitText(kAcceptError, 0, uv_translate_sys_error(err));
       return;
     }
-    uv_timer_start(&c->timer, OnReadTimeout, self->read_timeout_ms_, 0);
+  }
+
+  // Accept trouble lasts: one line every few seconds, not one per attempt.
+  bool ShouldLog() {
+    uint64_t now = uv_now(loop_);
+    if (last_accept_log_ms_ != 0 && now - last_accept_log_ms_ < kAcceptErrorLogMs) return false;
+    last_accept_log_ms_ = now;
+    return true;
+  }
+
+  static void OnPauseOver(uv_timer_t* timer) {
+    auto* self = static_cast<Listener*>(timer->data);
+    if (self->server_open_) uv_poll_start(&self->accept_poll_, UV_READABLE, OnAcceptable);
+  }
+
+  void Adopt(int fd) {
+    auto* c = new Conn();
+    c->owner = this;
+    c->id = ++next_id_;
+    uv_pipe_init(loop_, &c->pipe, 0);
+    uv_timer_init(loop_, &c->timer);
+    c->pipe.data = c;
+    c->timer.data = c;
+    conns_.emplace(static_cast<uint64_t>(c->id), c);
+    if (uv_pipe_open(&c->pipe, fd) != 0) {
+      close(fd);
+      c->tracked = false;
+      Close(c);
+      return;
+    }
+    uv_timer_start(&c->timer, OnReadTimeout, read_timeout_ms_, 0);
     uv_read_start(Stream(c), OnAlloc, OnRead);
   }
 
@@ -305,6 +371,10 @@ class Listener : public Napi::ObjectWrap<Listener> {
     if (c->closing) return;
     c->closing = true;
     conns_.erase(static_cast<uint64_t>(c->id));
+    if (at_limit_ && conns_.size() < max_conns_) {
+      at_limit_ = false;
+      if (server_open_) uv_poll_start(&accept_poll_, UV_READABLE, OnAcceptable);
+    }
     bool tell = c->tracked;
     c->tracked = false;
     uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe), OnHandleClosed);
@@ -323,7 +393,14 @@ class Listener : public Napi::ObjectWrap<Listener> {
   Napi::FunctionReference on_event_;
   Napi::AsyncContext context_;
   uv_loop_t* loop_ = nullptr;
-  uv_pipe_t server_;
+  static constexpr uint64_t kAcceptPauseMs = 100;
+  static constexpr uint64_t kAcceptErrorLogMs = 5000;
+  uv_poll_t accept_poll_;
+  uv_timer_t accept_pause_;
+  int listen_fd_ = -1;
+  uint64_t last_accept_log_ms_ = 0;
+  size_t max_conns_ = 1;
+  bool at_limit_ = false;
   bool server_open_ = false;
   int64_t read_timeout_ms_ = 0;
   int64_t drain_timeout_ms_ = 0;

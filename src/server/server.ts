@@ -20,6 +20,8 @@ export class StartupError extends Error {
 
 export interface ServerOptions extends ConnectionOptions {
   socketPath: string;
+  /** Open connections beyond which new ones wait in the kernel's backlog. */
+  maxConnections: number;
   log: pino.Logger;
 }
 
@@ -59,6 +61,7 @@ export class SaslauthdServer {
       (kind, id, arg) => this.onEvent(kind, id, arg),
       opts.readTimeoutMs,
       opts.drainTimeoutMs,
+      opts.maxConnections,
     );
   }
 
@@ -93,7 +96,17 @@ export class SaslauthdServer {
         this.opts.log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
         return;
       case ListenerEvent.AcceptError:
-        this.opts.log.error({ code: String(arg).split(' ')[0] }, `socket accept failure: ${String(arg)}`);
+        this.opts.log.error(
+          { code: String(arg).split(' ')[0] },
+          `socket accept failure: ${String(arg)}; new connections wait in the backlog`,
+        );
+        return;
+      case ListenerEvent.ConnLimit:
+        this.opts.log.warn(
+          { maxConnections: arg },
+          `connection limit reached: ${String(arg)} open (the descriptor limit less a reserve for the mechanism); ` +
+            'new connections wait in the backlog until one closes',
+        );
         return;
     }
   }

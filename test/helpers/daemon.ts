@@ -29,6 +29,8 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   runDir?: string;
   timeoutMs?: number;
+  /** Start under this descriptor limit (soft and hard), through prlimit(1). */
+  nofile?: number;
 }
 
 export async function waitForSocket(socketPath: string, timeoutMs: number, child?: ChildProcess): Promise<void> {
@@ -52,7 +54,13 @@ export async function waitForSocket(socketPath: string, timeoutMs: number, child
 export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const runDir = opts.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-test-'));
   const socketPath = path.join(runDir, 'mux');
-  const child = spawn(process.execPath, [DAEMON_BIN, opts.mode ?? '-f', '-m', runDir, ...opts.args], {
+  const argv = [DAEMON_BIN, opts.mode ?? '-f', '-m', runDir, ...opts.args];
+  // prlimit sets the limit on itself and then execs: the pid stays the daemon's.
+  const [cmd, args] =
+    opts.nofile === undefined
+      ? [process.execPath, argv]
+      : ['prlimit', [`--nofile=${opts.nofile}:${opts.nofile}`, '--', process.execPath, ...argv]];
+  const child = spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
   });

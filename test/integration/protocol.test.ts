@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
-import { createUser, removeAllUsers, userName } from '../helpers/users';
+import { createUser, removeAllUsers, runCmd, userName } from '../helpers/users';
 import { field, lengthOnly, rawExchange, reply, request } from '../helpers/frames';
 import { sendRequest } from '../../src/client/request';
 
@@ -178,5 +178,63 @@ describe('wire protocol against the running daemon', () => {
     const st = fs.statSync(d.socketPath);
     assert.ok(st.isSocket());
     assert.equal(st.mode & 0o777, 0o777);
+  });
+});
+
+describe('out of descriptors', () => {
+  let user: string;
+  before(() => {
+    user = createUser(userName('fds'), PASSWORD, 'sha512crypt').name;
+  });
+  after(() => removeAllUsers());
+
+  const connectIdle = (socketPath: string, n: number): Promise<net.Socket[]> =>
+    Promise.all(
+      Array.from(
+        { length: n },
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const s = net.connect(socketPath, () => resolve(s));
+            s.on('error', reject);
+          }),
+      ),
+    );
+
+  test('past the connection limit new clients wait in the backlog, keeping descriptors for the mechanism', async () => {
+    // 120 descriptors, 64 kept back: 56 connections at most.
+    const d = await startDaemon({ args: ['-a', 'shadow', '--read-timeout', '60'], nofile: 120 });
+    const idle: net.Socket[] = [];
+    try {
+      idle.push(...(await connectIdle(d.socketPath, 80)));
+      await d.waitForLog(/connection limit reached: 56 open/);
+      // This one waits in the backlog behind 24 idle ones until slots free up;
+      // then the mechanism still has descriptors to read /etc/passwd and /etc/shadow.
+      const answer = sendRequest(d.socketPath, { login: user, password: PASSWORD, service: 'imap', realm: '' });
+      await new Promise((r) => setTimeout(r, 300));
+      for (const s of idle.splice(0, 40)) s.destroy();
+      assert.equal(await answer, 'OK');
+      assert.equal(d.child.exitCode, null);
+    } finally {
+      for (const s of idle) s.destroy();
+      await d.stop();
+    }
+  });
+
+  test('EMFILE pauses accepting with one log line, and serving resumes once descriptors free up', async () => {
+    const d = await startDaemon({ args: ['-a', 'shadow', '--read-timeout', '60'] });
+    const idle: net.Socket[] = [];
+    try {
+      const pid = d.child.pid!;
+      const open = fs.readdirSync(`/proc/${pid}/fd`).length;
+      runCmd('prlimit', ['--pid', String(pid), `--nofile=${open + 10}:${open + 10}`]);
+      idle.push(...(await connectIdle(d.socketPath, 30)));
+      await d.waitForLog(/socket accept failure: EMFILE/);
+      for (const s of idle.splice(0)) s.destroy();
+      assert.equal(await sendRequest(d.socketPath, { login: user, password: PASSWORD, service: 'imap', realm: '' }), 'OK');
+      assert.equal(d.output().match(/socket accept failure/g)?.length, 1, 'one line, not one per attempt');
+    } finally {
+      for (const s of idle) s.destroy();
+      await d.stop();
+    }
   });
 });
