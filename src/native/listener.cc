@@ -16,7 +16,8 @@
 //     .open(fd)          accept on a listening socket (ours, or inherited)
 //     .reply(id, bytes)  write, shutdown(SHUT_WR), discard input until EOF
 //     .destroy(id)       close now
-//     .stopAccepting()   close the listening handle (the fd is not unlinked)
+//     .stopAccepting()   stop, and close this process's listening descriptor
+//                        (JavaScript unlinks the path)
 //     .destroyAll()
 //     .count             open connections
 //   onEvent(kind, id, arg): kind 0 data (arg: Buffer), 1 EOF while tracked
@@ -239,7 +240,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   static void OnAcceptable(uv_poll_t* poll, int status, int) {
     auto* self = static_cast<Listener*>(poll->data);
     if (status < 0) {
-      self->EmitText(kAcceptError, 0, status);
+      self->PauseAccepting(status);
       return;
     }
     for (int i = 0; i < 64; i++) {
@@ -262,15 +263,17 @@ class Listener : public Napi::ObjectWrap<Listener> {
       int err = errno;
       if (err == EAGAIN || err == EWOULDBLOCK) return;
       if (err == EINTR || err == ECONNABORTED) continue;
-      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-        uv_poll_stop(&self->accept_poll_);
-        uv_timer_start(&self->accept_pause_, OnPauseOver, kAcceptPauseMs, 0);
-        if (self->ShouldLog()) self->EmitText(kAcceptError, 0, uv_translate_sys_error(err));
-        return;
-      }
-      self->EmitText(kAcceptError, 0, uv_translate_sys_error(err));
+      // EMFILE, ENFILE, ENOBUFS, ENOMEM or worse: retrying at once would
+      // spin on a readable socket, so wait a moment.
+      self->PauseAccepting(uv_translate_sys_error(err));
       return;
     }
+  }
+
+  void PauseAccepting(int err) {
+    uv_poll_stop(&accept_poll_);
+    uv_timer_start(&accept_pause_, OnPauseOver, kAcceptPauseMs, 0);
+    if (ShouldLog()) EmitText(kAcceptError, 0, err);
   }
 
   // Accept trouble lasts: one line every few seconds, not one per attempt.
