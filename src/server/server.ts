@@ -92,7 +92,7 @@ export class SaslauthdServer {
         this.connections.delete(id);
         return;
       case ListenerEvent.ConnError:
-        // EPIPE/ECONNRESET: the client left before reading the reply.
+        // ECONNRESET and the like: the client reset the connection before its answer.
         this.opts.log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
         return;
       case ListenerEvent.AcceptError:
