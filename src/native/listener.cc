@@ -57,8 +57,9 @@ struct Conn {
   std::string reply;
   size_t bytes = 0;
   int open_handles = 2;
-  bool tracked = true;   // JavaScript holds state for it and wants events
-  bool replied = false;  // reply() was called: discard input until EOF
+  // JavaScript holds state for it and wants events. Once it is false the
+  // connection is either closing or replied to (discarding input until EOF).
+  bool tracked = true;
   bool eof = false;
   bool shutdown_done = false;
   bool closing = false;
@@ -131,10 +132,9 @@ class Listener : public Napi::ObjectWrap<Listener> {
   Napi::Value Reply(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Conn* c = Find(info[0]);
-    if (c == nullptr || c->replied || !info[1].IsBuffer()) return Napi::Boolean::New(env, false);
+    if (c == nullptr || !c->tracked || !info[1].IsBuffer()) return Napi::Boolean::New(env, false);
     auto body = info[1].As<Napi::Buffer<char>>();
     c->reply.assign(body.Data(), body.Length());
-    c->replied = true;
     c->tracked = false;
     uv_timer_start(&c->timer, OnDrainTimeout, drain_timeout_ms_, 0);
     // A reply is a few bytes into an empty socket buffer: it almost always
@@ -319,7 +319,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
     Listener* self = c->owner;
     if (nread > 0) {
       c->bytes += static_cast<size_t>(nread);
-      if (c->tracked && !c->closing) {
+      if (c->tracked) {  // Close() clears it
         Napi::HandleScope scope(self->Env());
         self->Emit(kData, c->id, Napi::Buffer<char>::Copy(self->Env(), buf->base, static_cast<size_t>(nread)));
       }

@@ -81,12 +81,10 @@ export class SaslauthdServer {
         c.onData(arg as Buffer);
         return;
       case ListenerEvent.End:
-        if (c !== undefined) c.onEnd(arg as number);
-        else this.idle(id).onEnd(arg as number);
+        (c ?? this.idle(id)).onEnd(arg as number);
         return;
       case ListenerEvent.ReadTimeout:
-        if (c !== undefined) c.onReadTimeout(arg as number);
-        else this.idle(id).onReadTimeout(arg as number);
+        (c ?? this.idle(id)).onReadTimeout(arg as number);
         return;
       case ListenerEvent.Closed:
         this.connections.delete(id);
