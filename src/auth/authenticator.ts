@@ -21,6 +21,15 @@ export interface AuthenticatorOptions {
   cache?: CredentialCache | undefined;
 }
 
+/** What the result line says about a request. */
+export type LogSubject = Pick<AuthRequest, 'login' | 'service' | 'realm' | 'clientAddr'>;
+
+/** Cyrus's "[user=...] [service=...] [realm=...]", with master's "[remote=...]" when the client sent one. */
+function where(req: LogSubject): string {
+  const remote = req.clientAddr !== undefined ? ` [remote=${req.clientAddr}]` : '';
+  return `[user=${req.login}] [service=${req.service}] [realm=${req.realm}]${remote}`;
+}
+
 export const TIMEOUT_REPLY = 'NO [ALERT] authentication backend timed out';
 
 export class Authenticator {
@@ -122,7 +131,7 @@ export class Authenticator {
       const ac = new AbortController();
       const timer = setTimeout(() => {
         ac.abort();
-        resolve(unavailable(TIMEOUT_REPLY, `backend did not answer within ${this.timeoutMs} ms`));
+        resolve(this.timedOut());
       }, this.timeoutMs);
       this.backend.authenticate(req, ac.signal).then(
         (outcome) => {
@@ -142,14 +151,28 @@ export class Authenticator {
     });
   }
 
+  /** The answer to a request whose backend missed the deadline. */
+  timedOut(): Outcome {
+    return unavailable(TIMEOUT_REPLY, `backend did not answer within ${this.timeoutMs} ms`);
+  }
+
   private logCached(req: AuthRequest, what: string): void {
     this.resultLog.info(
-      { user: req.login, service: req.service, realm: req.realm, mech: this.backend.name, result: 'ok', cached: true },
-      `${what}: [user=${req.login}] [service=${req.service}] [realm=${req.realm}]`,
+      {
+        user: req.login,
+        service: req.service,
+        realm: req.realm,
+        ...(req.clientAddr !== undefined ? { remote: req.clientAddr } : {}),
+        mech: this.backend.name,
+        result: 'ok',
+        cached: true,
+      },
+      `${what}: ${where(req)}`,
     );
   }
 
-  private logOutcome(req: AuthRequest, outcome: Outcome, durationMs: number): void {
+  /** The one line per attempt (also for attempts answered by the native listener). */
+  logOutcome(req: LogSubject, outcome: Outcome, durationMs: number): void {
     const fields = {
       user: req.login,
       service: req.service,
@@ -159,14 +182,12 @@ export class Authenticator {
       result: outcome.ok ? 'ok' : outcome.kind,
       durationMs: Math.round(durationMs * 100) / 100,
     };
-    const where = `[user=${req.login}] [service=${req.service}] [realm=${req.realm}]${
-      req.clientAddr !== undefined ? ` [remote=${req.clientAddr}]` : ''
-    } [mech=${this.backend.name}]`;
+    const at = `${where(req)} [mech=${this.backend.name}]`;
     if (outcome.ok) {
-      this.resultLog.info(fields, `auth success: ${where}`);
+      this.resultLog.info(fields, `auth success: ${at}`);
     } else {
       const level = outcome.kind === 'unavailable' ? 'warn' : 'info';
-      this.resultLog[level]({ ...fields, reason: outcome.reason }, `auth failure: ${where} [reason=${outcome.reason}]`);
+      this.resultLog[level]({ ...fields, reason: outcome.reason }, `auth failure: ${at} [reason=${outcome.reason}]`);
     }
   }
 }

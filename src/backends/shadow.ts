@@ -1,29 +1,29 @@
 // shadow: /etc/passwd + /etc/shadow (through NSS: getpwnam_r/getspnam_r)
 // checked with the system's crypt(3). Mirrors Cyrus auth_shadow.c, replies
-// included; the work runs on the native addon's hashing pool.
+// included; the check and the reply text live in the native addon
+// (src/native/crypt.cc), on its hashing pool.
+//
+// Without a credential cache the listener runs this mechanism natively end to
+// end (src/native/listener.cc) and hands back only shadowOutcome's input for
+// the log; with one, requests come through authenticate() below.
 import { native, ShadowCode } from '../native/binding';
 import { type Backend, type BackendFactory, denied, ok, type Outcome, timeLeftMs, unavailable } from './backend';
 
-function toOutcome(code: ShadowCode, detail: string): Outcome {
+/** The outcome of a native shadow verdict: its code and the reply text the addon built. */
+export function shadowOutcome(code: ShadowCode, text: string): Outcome {
   switch (code) {
     case ShadowCode.Ok:
-      return ok();
-    case ShadowCode.InvalidUser:
-      return denied('NO Invalid username');
+      return ok(text);
     case ShadowCode.UserLookupFailure:
-      return unavailable(`NO Username lookup failure: ${detail}`);
-    case ShadowCode.InvalidShadowUser:
-      return denied('NO Invalid shadow username');
     case ShadowCode.ShadowLookupFailure:
-      return unavailable(`NO Username shadow lookup failure: ${detail}`);
     case ShadowCode.NisNotAllowed:
-      return unavailable('NO Insufficient permission to access NIS authentication database (saslauthd)');
+      return unavailable(text);
+    case ShadowCode.InvalidUser:
+    case ShadowCode.InvalidShadowUser:
     case ShadowCode.IncorrectPassword:
-      return denied('NO Incorrect password');
     case ShadowCode.AccountExpired:
-      return denied('NO Account expired');
     case ShadowCode.PasswordExpired:
-      return denied('NO Password expired');
+      return denied(text);
   }
   return unavailable('NO internal mechanism failure', `unknown shadow result code ${String(code)}`);
 }
@@ -34,7 +34,7 @@ export const createShadowBackend: BackendFactory = async () => {
     async authenticate(req) {
       try {
         const r = await native.shadowCheck(req.login, req.password, timeLeftMs(req));
-        return toOutcome(r.code, r.detail);
+        return shadowOutcome(r.code, r.text);
       } catch (err) {
         return unavailable('NO internal mechanism failure', `shadow: ${(err as Error).message}`);
       }

@@ -11,10 +11,11 @@ import { runCheck } from '../config/check';
 import { createLogger, type DaemonLogger } from '../log/logger';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import type { Backend } from '../backends/backend';
-import { Authenticator } from '../auth/authenticator';
+import { Authenticator, TIMEOUT_REPLY } from '../auth/authenticator';
+import { shadowOutcome } from '../backends/shadow';
 import { CredentialCache, type CacheOp } from '../auth/cache';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
-import { native } from '../native/binding';
+import { native, type NativeShadowResult } from '../native/binding';
 import { notifyReady, notifyStopping } from '../server/systemd';
 import {
   isWorker,
@@ -128,7 +129,9 @@ async function serve(
       })
     : undefined;
   const fdLimit = native.raiseFdLimit();
-  log.debug({ fdLimit, runDir: opts.runDir, mech: opts.mech, mechOption: opts.mechOption }, 'starting');
+  // Before the hashing threads exist, so they inherit it (see pool.cc).
+  const schedPolicy = native.preferBatchScheduling();
+  log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption: opts.mechOption }, 'starting');
 
   const auth = new Authenticator({
     backend,
@@ -146,6 +149,23 @@ async function serve(
     maxConnections: Math.max(16, fdLimit - FD_RESERVE),
     handle: (req) => auth.handle(req),
     log,
+    // shadow without a cache needs nothing from JavaScript per request: the
+    // listener answers natively and hands back the result to log.
+    ...(backend.name === 'shadow' && cache === undefined
+      ? {
+          nativeShadow: {
+            concatRealm: opts.concatRealm,
+            timeoutMs: opts.authTimeoutMs,
+            timeoutReply: TIMEOUT_REPLY,
+            onResult: ([login, service, realm, clientAddr, code, text, ms]: NativeShadowResult) =>
+              auth.logOutcome(
+                { login, service, realm, ...(clientAddr !== undefined ? { clientAddr } : {}) },
+                code === -1 ? auth.timedOut() : shadowOutcome(code, text),
+                ms,
+              ),
+          },
+        }
+      : {}),
   });
   try {
     await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);

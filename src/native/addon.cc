@@ -11,6 +11,11 @@ SecretBytes::SecretBytes(const Napi::Buffer<char>& buf) {
   data_.push_back('\0');
 }
 
+SecretBytes::SecretBytes(const char* data, size_t len) {
+  data_.assign(data, data + len);
+  data_.push_back('\0');
+}
+
 SecretBytes::~SecretBytes() { explicit_bzero(data_.data(), data_.size()); }
 
 }  // namespace saslauthd

@@ -13,12 +13,24 @@ void InitPam(Napi::Env env, Napi::Object exports);
 void InitListener(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
 
+// auth_shadow.c's verdict for one login (crypt.cc); blocking: call it on a
+// pool thread. code is a ShadowCode (src/native/binding.ts), detail the
+// strerror text of a lookup failure.
+struct ShadowVerdict {
+  int code;
+  std::string detail;
+};
+ShadowVerdict CheckShadow(const char* user, const char* password);
+// The wire reply Cyrus's shadow mechanism sends for a verdict.
+std::string ShadowReplyText(const ShadowVerdict& v);
+
 // Copies a JS Buffer into owned memory that is wiped on destruction, so a
 // password never outlives the worker that needed it.
 class SecretBytes {
  public:
   SecretBytes() = default;
   explicit SecretBytes(const Napi::Buffer<char>& buf);
+  SecretBytes(const char* data, size_t len);
   ~SecretBytes();
   SecretBytes(const SecretBytes&) = delete;
   SecretBytes& operator=(const SecretBytes&) = delete;

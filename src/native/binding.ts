@@ -16,7 +16,8 @@ export const enum ShadowCode {
 
 export interface ShadowResult {
   code: ShadowCode;
-  detail: string;
+  /** The wire reply Cyrus's shadow mechanism sends for this code. */
+  text: string;
 }
 
 /** A PAM transaction's request (src/native/pam.cc). */
@@ -59,7 +60,14 @@ export const enum ListenerEvent {
   AcceptError = 5,
   /** maxConnections are open; accepting waits for one to close. arg: maxConnections. At most every 5 s. */
   ConnLimit = 6,
+  /** A native shadow check was answered (serveShadow); arg: NativeShadowResult. */
+  Result = 7,
+  /** Native mode refused a request before any check; arg: [message, field?, length?]. */
+  Rejected = 8,
 }
+
+/** [login after the -r join, service, realm, client address, code (-1: deadline passed), reply text, ms]. */
+export type NativeShadowResult = [string, string, string, string | undefined, ShadowCode | -1, string, number];
 
 /**
  * Accepts on a listening UNIX socket and runs each connection's I/O in C++:
@@ -72,12 +80,20 @@ export interface NativeListener {
   destroy(id: number): void;
   stopAccepting(): void;
   destroyAll(): void;
+  /**
+   * From now on answer each request natively with the shadow mechanism:
+   * decode, -r join, checks, deadline and reply in C++; JavaScript gets
+   * Result and Rejected events to log, and no Data events.
+   */
+  serveShadow(concatRealm: boolean, timeoutMs: number, timeoutReply: string): void;
   readonly count: number;
+  /** Native checks whose result has not been delivered yet. */
+  readonly busy: number;
 }
 
 export interface NativeAddon {
   Listener: new (
-    onEvent: (kind: ListenerEvent, id: number, arg: Buffer | number | string | undefined) => void,
+    onEvent: (kind: ListenerEvent, id: number, arg: unknown) => void,
     readTimeoutMs: number,
     drainTimeoutMs: number,
     maxConnections: number,
@@ -94,6 +110,11 @@ export interface NativeAddon {
   cryptVerify(password: Buffer, hash: string, timeoutMs?: number): Promise<boolean>;
   shadowCheck(user: string, password: Buffer, timeoutMs?: number): Promise<ShadowResult>;
   readonly hashThreads: number;
+  /**
+   * SCHED_BATCH for this thread and those it creates from now on, unless a
+   * policy other than SCHED_OTHER is already set; returns the policy in force.
+   */
+  preferBatchScheduling(): 'batch' | 'other' | 'idle' | 'fifo' | 'rr';
   raiseFdLimit(): number;
   preferredCryptPrefix: string;
   openlog(ident: string): void;

@@ -2,7 +2,9 @@
 //
 // Two entry points, both jobs on the hashing pool (pool.h):
 //   cryptVerify(password, hash[, timeoutMs])  -> Promise<boolean>   (LDAP {CRYPT})
-//   shadowCheck(user, password[, timeoutMs])  -> Promise<{code, detail}>
+//   shadowCheck(user, password[, timeoutMs])  -> Promise<{code, text}>
+// (text: the wire reply). The listener's native shadow path (listener.cc)
+// calls CheckShadow directly.
 // A job still queued after timeoutMs is never run (rejects, code ETIMEDOUT).
 // shadowCheck follows Cyrus auth_shadow.c step for step (getpwnam, getspnam,
 // *NP*, crypt compare, account expiry, password aging) so replies match, and
@@ -85,81 +87,88 @@ class CryptVerifyJob : public PoolJob {
   bool ok_ = false;
 };
 
+}  // namespace
+
+ShadowVerdict CheckShadow(const char* user, const char* password) {
+  std::vector<char> buf(16384);
+  struct passwd pw;
+  struct passwd* pwp = nullptr;
+  int err;
+  while ((err = getpwnam_r(user, &pw, buf.data(), buf.size(), &pwp)) == ERANGE) buf.resize(buf.size() * 2);
+  if (pwp == nullptr) {
+    DummyHash(password);
+    if (NotFound(err)) return {kInvalidUser, ""};
+    return {kUserLookupFailure, strerror(err)};
+  }
+
+  std::vector<char> sbuf(16384);
+  struct spwd sp;
+  struct spwd* spp = nullptr;
+  while ((err = getspnam_r(user, &sp, sbuf.data(), sbuf.size(), &spp)) == ERANGE) sbuf.resize(sbuf.size() * 2);
+  if (spp == nullptr) {
+    DummyHash(password);
+    if (NotFound(err)) return {kInvalidShadowUser, ""};
+    return {kShadowLookupFailure, strerror(err)};
+  }
+  if (strcmp(sp.sp_pwdp, "*NP*") == 0) {
+    DummyHash(password);
+    return {kNisNotAllowed, ""};
+  }
+  bool match = CryptMatches(password, sp.sp_pwdp);
+  explicit_bzero(sbuf.data(), sbuf.size());
+  if (!match) return {kIncorrectPassword, ""};
+  long today = static_cast<long>(time(nullptr) / 86400);
+  // As Cyrus: sp_expire == 0 is "expired" (cyrus-sasl#254), and sp_lstchg
+  // == 0 is not special-cased.
+  if (sp.sp_expire != -1 && today > sp.sp_expire) return {kAccountExpired, ""};
+  if (sp.sp_lstchg != -1 && sp.sp_max != -1 && sp.sp_lstchg + sp.sp_max < today) return {kPasswordExpired, ""};
+  return {kOk, ""};
+}
+
+std::string ShadowReplyText(const ShadowVerdict& v) {
+  switch (v.code) {
+    case kOk:
+      return "OK";
+    case kInvalidUser:
+      return "NO Invalid username";
+    case kUserLookupFailure:
+      return "NO Username lookup failure: " + v.detail;
+    case kInvalidShadowUser:
+      return "NO Invalid shadow username";
+    case kShadowLookupFailure:
+      return "NO Username shadow lookup failure: " + v.detail;
+    case kNisNotAllowed:
+      return "NO Insufficient permission to access NIS authentication database (saslauthd)";
+    case kIncorrectPassword:
+      return "NO Incorrect password";
+    case kAccountExpired:
+      return "NO Account expired";
+    case kPasswordExpired:
+      return "NO Password expired";
+  }
+  return "NO internal mechanism failure";
+}
+
+namespace {
+
 class ShadowJob : public PoolJob {
  public:
   ShadowJob(Napi::Env env, double timeout_ms, std::string user, const Napi::Buffer<char>& pw)
       : PoolJob(env, timeout_ms), user_(std::move(user)), password_(pw) {}
 
-  void Execute() override {
-    std::vector<char> buf(16384);
-    struct passwd pw;
-    struct passwd* pwp = nullptr;
-    int err;
-    while ((err = getpwnam_r(user_.c_str(), &pw, buf.data(), buf.size(), &pwp)) == ERANGE)
-      buf.resize(buf.size() * 2);
-    if (pwp == nullptr) {
-      DummyHash(password_.c_str());
-      if (NotFound(err)) {
-        code_ = kInvalidUser;
-      } else {
-        code_ = kUserLookupFailure;
-        detail_ = strerror(err);
-      }
-      return;
-    }
-
-    std::vector<char> sbuf(16384);
-    struct spwd sp;
-    struct spwd* spp = nullptr;
-    while ((err = getspnam_r(user_.c_str(), &sp, sbuf.data(), sbuf.size(), &spp)) == ERANGE)
-      sbuf.resize(sbuf.size() * 2);
-    if (spp == nullptr) {
-      DummyHash(password_.c_str());
-      if (NotFound(err)) {
-        code_ = kInvalidShadowUser;
-      } else {
-        code_ = kShadowLookupFailure;
-        detail_ = strerror(err);
-      }
-      return;
-    }
-    if (strcmp(sp.sp_pwdp, "*NP*") == 0) {
-      DummyHash(password_.c_str());
-      code_ = kNisNotAllowed;
-      return;
-    }
-    bool match = CryptMatches(password_.c_str(), sp.sp_pwdp);
-    explicit_bzero(sbuf.data(), sbuf.size());
-    if (!match) {
-      code_ = kIncorrectPassword;
-      return;
-    }
-    long today = static_cast<long>(time(nullptr) / 86400);
-    // As Cyrus: sp_expire == 0 is "expired" (cyrus-sasl#254), and sp_lstchg
-    // == 0 is not special-cased.
-    if (sp.sp_expire != -1 && today > sp.sp_expire) {
-      code_ = kAccountExpired;
-      return;
-    }
-    if (sp.sp_lstchg != -1 && sp.sp_max != -1 && sp.sp_lstchg + sp.sp_max < today) {
-      code_ = kPasswordExpired;
-      return;
-    }
-    code_ = kOk;
-  }
+  void Execute() override { verdict_ = CheckShadow(user_.c_str(), password_.c_str()); }
 
   Napi::Value Result(Napi::Env env) override {
     Napi::Object r = Napi::Object::New(env);
-    r.Set("code", Napi::Number::New(env, code_));
-    r.Set("detail", Napi::String::New(env, detail_));
+    r.Set("code", Napi::Number::New(env, verdict_.code));
+    r.Set("text", Napi::String::New(env, ShadowReplyText(verdict_)));
     return r;
   }
 
  private:
   std::string user_;
   SecretBytes password_;
-  int code_ = kIncorrectPassword;
-  std::string detail_;
+  ShadowVerdict verdict_{kIncorrectPassword, ""};
 };
 
 // The optional third argument: ms the job may wait in the queue; none = forever.

@@ -34,13 +34,16 @@ unsigned UsableCpus() {
 class HashPool {
  public:
   static HashPool* Get(Napi::Env env) {
-    if (instance_ == nullptr) instance_ = new HashPool(env);
+    if (instance_ == nullptr) {
+      Napi::HandleScope scope(env);  // callers may be outside JavaScript (a libuv callback)
+      instance_ = new HashPool(env);
+    }
     return instance_;
   }
 
   static unsigned Threads() { return UsableCpus(); }
 
-  void Submit(PoolJob* job) {
+  void Submit(PoolTask* job) {
     if (pending_++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(&async_));
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -62,7 +65,7 @@ class HashPool {
 
   void Run() {
     for (;;) {
-      PoolJob* job;
+      PoolTask* job;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [this] { return stop_ || !todo_.empty(); });
@@ -83,11 +86,11 @@ class HashPool {
     }
   }
 
-  // Main thread: settle every finished job's promise in one callback scope,
-  // so their continuations (the replies) run before returning to the loop.
+  // Main thread: finish every completed task in one callback scope, so the
+  // continuations (the replies) run before returning to the loop.
   static void OnDone(uv_async_t* handle) {
     auto* self = static_cast<HashPool*>(handle->data);
-    std::vector<PoolJob*> done;
+    std::vector<PoolTask*> done;
     {
       std::lock_guard<std::mutex> lock(self->done_mu_);
       done.swap(self->done_);
@@ -96,14 +99,8 @@ class HashPool {
     Napi::Env env = self->env_;
     Napi::HandleScope scope(env);
     Napi::CallbackScope callback_scope(env, self->context_);
-    for (PoolJob* job : done) {
-      if (job->expired_) {
-        Napi::Error e = Napi::Error::New(env, "hash not started before the request's deadline");
-        e.Set("code", Napi::String::New(env, "ETIMEDOUT"));
-        job->deferred_.Reject(e.Value());
-      } else {
-        job->deferred_.Resolve(job->Result(env));
-      }
+    for (PoolTask* job : done) {
+      job->Finish(env, job->expired_);
       delete job;
       if (--self->pending_ == 0) uv_unref(reinterpret_cast<uv_handle_t*>(&self->async_));
     }
@@ -128,23 +125,60 @@ class HashPool {
   size_t pending_ = 0;  // main thread only
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<PoolJob*> todo_;
+  std::deque<PoolTask*> todo_;
   bool stop_ = false;
   std::vector<std::thread> threads_;
   std::mutex done_mu_;
-  std::vector<PoolJob*> done_;
+  std::vector<PoolTask*> done_;
 };
 
 HashPool* HashPool::instance_ = nullptr;
 
-PoolJob::PoolJob(Napi::Env env, double timeout_ms)
-    : deferred_(Napi::Promise::Deferred::New(env)),
-      deadline_ns_(timeout_ms < 0 ? 0 : MonotonicNs() + static_cast<uint64_t>(timeout_ms * 1e6)) {}
+PoolTask::PoolTask(double timeout_ms)
+    : deadline_ns_(timeout_ms < 0 ? 0 : MonotonicNs() + static_cast<uint64_t>(timeout_ms * 1e6)) {}
 
-void PoolJob::Submit() { HashPool::Get(deferred_.Env())->Submit(this); }
+void PoolTask::Submit(Napi::Env env) { HashPool::Get(env)->Submit(this); }
+
+PoolJob::PoolJob(Napi::Env env, double timeout_ms) : PoolTask(timeout_ms), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+void PoolJob::Finish(Napi::Env env, bool expired) {
+  if (expired) {
+    Napi::Error e = Napi::Error::New(env, "hash not started before the request's deadline");
+    e.Set("code", Napi::String::New(env, "ETIMEDOUT"));
+    deferred_.Reject(e.Value());
+  } else {
+    deferred_.Resolve(Result(env));
+  }
+}
+
+namespace {
+
+// SCHED_BATCH for the calling thread and every thread it creates later (the
+// hashing pool, libuv's pool): a thread woken by I/O then waits for the
+// running one's time slice instead of preempting it at once. With the CPUs
+// saturated by hashes, the event loop wakes less often and handles more per
+// wake (about 5 % more sha512 throughput on 2 cores); on an idle CPU nothing
+// changes. A policy the admin chose (chrt, CPUSchedulingPolicy=) is kept.
+// Returns the policy in force: "batch", "other", "idle", "fifo" or "rr".
+Napi::Value PreferBatchScheduling(const Napi::CallbackInfo& info) {
+  int policy = sched_getscheduler(0);
+  if (policy == SCHED_OTHER) {
+    struct sched_param param = {};
+    if (sched_setscheduler(0, SCHED_BATCH, &param) == 0) policy = SCHED_BATCH;
+  }
+  const char* name = policy == SCHED_BATCH  ? "batch"
+                     : policy == SCHED_IDLE ? "idle"
+                     : policy == SCHED_FIFO ? "fifo"
+                     : policy == SCHED_RR   ? "rr"
+                                            : "other";
+  return Napi::String::New(info.Env(), name);
+}
+
+}  // namespace
 
 void InitPool(Napi::Env env, Napi::Object exports) {
   exports.Set("hashThreads", Napi::Number::New(env, HashPool::Threads()));
+  exports.Set("preferBatchScheduling", Napi::Function::New(env, PreferBatchScheduling));
 }
 
 }  // namespace saslauthd

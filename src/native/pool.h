@@ -13,30 +13,43 @@
 
 namespace saslauthd {
 
-class PoolJob {
+// A unit of work for the pool. timeout_ms < 0: no deadline. A task still
+// queued when its deadline passes is never run (its request has been
+// answered by then), so a backlog cannot outlive its requests.
+class PoolTask {
  public:
-  // timeout_ms < 0: no deadline. A job still queued when its deadline passes
-  // is never run: its promise rejects with code ETIMEDOUT (the authenticator
-  // has answered by then), so a backlog cannot outlive its requests.
-  PoolJob(Napi::Env env, double timeout_ms);
-  virtual ~PoolJob() = default;
-  PoolJob(const PoolJob&) = delete;
-  PoolJob& operator=(const PoolJob&) = delete;
+  explicit PoolTask(double timeout_ms);
+  virtual ~PoolTask() = default;
+  PoolTask(const PoolTask&) = delete;
+  PoolTask& operator=(const PoolTask&) = delete;
 
-  Napi::Promise Promise() { return deferred_.Promise(); }
-  // Queues the job; the pool owns it from here.
-  void Submit();
+  // Queues the task; the pool owns it from here and deletes it after Finish.
+  void Submit(Napi::Env env);
 
   // On a pool thread.
   virtual void Execute() = 0;
+  // On the main thread, inside a callback scope: after Execute, or instead
+  // of it when the deadline passed first (expired).
+  virtual void Finish(Napi::Env env, bool expired) = 0;
+
+ private:
+  friend class HashPool;
+  uint64_t deadline_ns_;  // CLOCK_MONOTONIC; 0 = none
+  bool expired_ = false;
+};
+
+// A task that settles a promise: Result's value, or code ETIMEDOUT if expired.
+class PoolJob : public PoolTask {
+ public:
+  PoolJob(Napi::Env env, double timeout_ms);
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Submit() { PoolTask::Submit(deferred_.Env()); }
   // On the main thread: the promise's value.
   virtual Napi::Value Result(Napi::Env env) = 0;
 
  private:
-  friend class HashPool;
+  void Finish(Napi::Env env, bool expired) override;
   Napi::Promise::Deferred deferred_;
-  uint64_t deadline_ns_;  // CLOCK_MONOTONIC; 0 = none
-  bool expired_ = false;
 };
 
 void InitPool(Napi::Env env, Napi::Object exports);

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type pino from 'pino';
-import { native, ListenerEvent, type NativeListener } from '../native/binding';
+import { native, ListenerEvent, type NativeListener, type NativeShadowResult } from '../native/binding';
 import { Connection, type ConnectionOptions } from './connection';
 
 export const SOCKET_NAME = 'mux';
@@ -23,6 +23,16 @@ export interface ServerOptions extends ConnectionOptions {
   /** Open connections beyond which new ones wait in the kernel's backlog. */
   maxConnections: number;
   log: pino.Logger;
+  /**
+   * Answer with the shadow mechanism inside the native listener (see
+   * listener.cc); handle() is then not called. onResult logs each answer.
+   */
+  nativeShadow?: {
+    concatRealm: boolean;
+    timeoutMs: number;
+    timeoutReply: string;
+    onResult(r: NativeShadowResult): void;
+  };
 }
 
 /** Is a daemon answering on this socket? ENOENT/ECONNREFUSED mean no. */
@@ -63,6 +73,8 @@ export class SaslauthdServer {
       opts.drainTimeoutMs,
       opts.maxConnections,
     );
+    const ns = opts.nativeShadow;
+    if (ns !== undefined) this.listener.serveShadow(ns.concatRealm, ns.timeoutMs, ns.timeoutReply);
   }
 
   /** Open connections, including those draining after their reply. */
@@ -70,7 +82,7 @@ export class SaslauthdServer {
     return this.listener.count;
   }
 
-  private onEvent(kind: ListenerEvent, id: number, arg: Buffer | number | string | undefined): void {
+  private onEvent(kind: ListenerEvent, id: number, arg: unknown): void {
     let c = this.connections.get(id);
     switch (kind) {
       case ListenerEvent.Data:
@@ -106,6 +118,14 @@ export class SaslauthdServer {
             'new connections wait in the backlog until one closes',
         );
         return;
+      case ListenerEvent.Result:
+        this.opts.nativeShadow?.onResult(arg as NativeShadowResult);
+        return;
+      case ListenerEvent.Rejected: {
+        const [message, field, length] = arg as [string, string?, number?];
+        this.opts.log.error(field !== undefined ? { field, length } : {}, message);
+        return;
+      }
     }
   }
 
@@ -168,7 +188,8 @@ export class SaslauthdServer {
   async close(deadlineMs: number): Promise<void> {
     this.listener.stopAccepting();
     const until = Date.now() + deadlineMs;
-    while ([...this.connections.values()].some((c) => c.busy) && Date.now() < until) {
+    const busy = (): boolean => this.listener.busy > 0 || [...this.connections.values()].some((c) => c.busy);
+    while (busy() && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 20));
     }
     this.listener.destroyAll();

@@ -31,6 +31,8 @@ export interface StartOptions {
   timeoutMs?: number;
   /** Start under this descriptor limit (soft and hard), through prlimit(1). */
   nofile?: number;
+  /** A command that sets something up and execs the daemon (chrt, prlimit): the pid stays the daemon's. */
+  prefix?: string[];
 }
 
 export async function waitForSocket(socketPath: string, timeoutMs: number, child?: ChildProcess): Promise<void> {
@@ -56,10 +58,11 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const socketPath = path.join(runDir, 'mux');
   const argv = [DAEMON_BIN, opts.mode ?? '-f', '-m', runDir, ...opts.args];
   // prlimit sets the limit on itself and then execs: the pid stays the daemon's.
-  const [cmd, args] =
-    opts.nofile === undefined
-      ? [process.execPath, argv]
-      : ['prlimit', [`--nofile=${opts.nofile}:${opts.nofile}`, '--', process.execPath, ...argv]];
+  const prefix = [
+    ...(opts.prefix ?? []),
+    ...(opts.nofile === undefined ? [] : ['prlimit', `--nofile=${opts.nofile}:${opts.nofile}`, '--']),
+  ];
+  const [cmd, ...args] = [...prefix, process.execPath, ...argv] as [string, ...string[]];
   const child = spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },

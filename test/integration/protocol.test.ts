@@ -11,175 +11,185 @@ import { sendRequest } from '../../src/client/request';
 
 const PASSWORD = 'Pr0tocol-pw';
 
-describe('wire protocol against the running daemon', () => {
-  let d: RunningDaemon;
-  let user: string;
-  const good = (): Buffer => request({ login: user, password: PASSWORD, service: 'imap', realm: '' });
-  const stillServes = async (): Promise<void> => {
-    assert.equal(await sendRequest(d.socketPath, { login: user, password: PASSWORD, service: 'imap', realm: '' }), 'OK');
-  };
+// shadow without a cache is answered inside the native listener (decode,
+// checks, reply in C++); with -c every request goes through the JavaScript
+// decoder and authenticator. Both must behave the same on the wire.
+const PATHS: [string, string[]][] = [
+  ['native listener, shadow', []],
+  ['JavaScript path, shadow -c', ['-c']],
+];
 
-  before(async () => {
-    user = createUser(userName('pro'), PASSWORD, 'sha512crypt').name;
-    d = await startDaemon({ args: ['-a', 'shadow', '--read-timeout', '1', '--drain-timeout', '1'] });
-  });
-  after(async () => {
-    removeAllUsers();
-    await d?.stop();
-  });
+for (const [path, extraArgs] of PATHS) {
+  describe(`wire protocol against the running daemon (${path})`, () => {
+    let d: RunningDaemon;
+    let user: string;
+    const good = (): Buffer => request({ login: user, password: PASSWORD, service: 'imap', realm: '' });
+    const stillServes = async (): Promise<void> => {
+      assert.equal(await sendRequest(d.socketPath, { login: user, password: PASSWORD, service: 'imap', realm: '' }), 'OK');
+    };
 
-  test('answers a valid request with the 4 bytes \\0\\2OK, then half-closes', async () => {
-    const r = await rawExchange(d.socketPath, [good()]);
-    assert.deepEqual(r.bytes, Buffer.from('\0\x02OK', 'latin1'));
-    assert.equal(r.closedByServer, true, 'the client sees EOF after the reply (shutdown SHUT_WR)');
-    assert.ok(r.elapsedMs < 900, `EOF after ${r.elapsedMs} ms, before the 1 s drain deadline`);
-  });
-
-  test('answers the 3-byte NO for a field longer than 256 bytes, without reading it', async () => {
-    for (const i of [0, 1, 2, 3]) {
-      const before = [field(user), field(PASSWORD), field('imap')].slice(0, i);
-      const r = await rawExchange(d.socketPath, [Buffer.concat([...before, lengthOnly(257)])], { closeAfterSend: true });
-      assert.deepEqual(r.bytes, reply('NO '), `field ${i}`);
-    }
-    await d.waitForLog(/password exceeded MAX_REQ_LEN: 256/);
-    await stillServes();
-  });
-
-  test('accepts a field of exactly 256 bytes', async () => {
-    const r = await rawExchange(
-      d.socketPath,
-      [request({ login: user, password: 'p'.repeat(256), service: 'imap', realm: '' })],
-      { closeAfterSend: true },
-    );
-    assert.deepEqual(r.bytes, reply('NO Incorrect password'));
-  });
-
-  test('answers NO NULL login received / NO NULL password received for empty fields', async () => {
-    const noLogin = await rawExchange(d.socketPath, [request({ login: '', password: 'x', service: '', realm: '' })], {
-      closeAfterSend: true,
+    before(async () => {
+      user = createUser(userName('pro'), PASSWORD, 'sha512crypt').name;
+      d = await startDaemon({ args: ['-a', 'shadow', '--read-timeout', '1', '--drain-timeout', '1', ...extraArgs] });
     });
-    assert.deepEqual(noLogin.bytes, Buffer.from('\0\x16NO NULL login received', 'latin1'));
-    const noPw = await rawExchange(d.socketPath, [request({ login: user, password: '', service: '', realm: '' })], {
-      closeAfterSend: true,
+    after(async () => {
+      removeAllUsers();
+      await d?.stop();
     });
-    assert.deepEqual(noPw.bytes, Buffer.from('\0\x19NO NULL password received', 'latin1'));
-    const allEmpty = await rawExchange(d.socketPath, [Buffer.alloc(8)], { closeAfterSend: true });
-    assert.deepEqual(allEmpty.bytes, reply('NO NULL login received'));
-  });
 
-  test('sends nothing and closes when the client ends mid-frame', async () => {
-    const full = good();
-    for (const cut of [1, 2, 3, full.length - 1]) {
-      const r = await rawExchange(d.socketPath, [full.subarray(0, cut)], { closeAfterSend: true });
-      assert.equal(r.bytes.length, 0, `cut at ${cut}`);
-      assert.equal(r.closedByServer, true);
-    }
-    await stillServes();
-  });
-
-  test('survives clients that vanish mid-frame (reset)', async () => {
-    const full = good();
-    await Promise.all(
-      Array.from({ length: 20 }, (_, i) =>
-        rawExchange(d.socketPath, [full.subarray(0, 1 + (i % (full.length - 1)))], { destroyAfterSend: true }),
-      ),
-    );
-    await stillServes();
-  });
-
-  test('closes an idle client after the read timeout, and serves others meanwhile', async () => {
-    const idle = rawExchange(d.socketPath, [field(user)], { timeoutMs: 10_000 });
-    await stillServes();
-    const r = await idle;
-    assert.equal(r.closedByServer, true);
-    assert.equal(r.bytes.length, 0);
-    assert.ok(r.elapsedMs < 9000, `closed after ${r.elapsedMs} ms`);
-    await d.waitForLog(/request not received within the read timeout/);
-  });
-
-  test('closes a client that keeps the connection open after its answer (drain deadline)', async () => {
-    const r = await rawExchange(d.socketPath, [good()], { timeoutMs: 10_000 });
-    assert.deepEqual(r.bytes, reply('OK'));
-    assert.equal(r.closedByServer, true);
-  });
-
-  test('answers a client that half-closes right after sending', async () => {
-    const r = await rawExchange(d.socketPath, [good()], { closeAfterSend: true });
-    assert.deepEqual(r.bytes, reply('OK'));
-  });
-
-  test('takes each field in its own write, as Exim sends them', async () => {
-    const chunks = [field(user), field(PASSWORD), field('smtp'), field('')];
-    const r = await rawExchange(d.socketPath, chunks, { delayMs: 50, closeAfterSend: true });
-    assert.deepEqual(r.bytes, reply('OK'));
-  });
-
-  test('accepts the 5-field form with a client address, and logs it', async () => {
-    const bytes = request({ login: user, password: PASSWORD, service: 'smtp', realm: '', clientAddr: '192.0.2.9;4242' });
-    const r = await rawExchange(d.socketPath, [bytes], { closeAfterSend: true });
-    assert.deepEqual(r.bytes, reply('OK'));
-    await d.waitForLog(/\[remote=192\.0\.2\.9;4242\]/);
-  });
-
-  test('answers as soon as the 4th field arrives even when a 5th follows later', async () => {
-    const four = good();
-    const r = await rawExchange(d.socketPath, [four, field('192.0.2.9;1')], { delayMs: 1500, timeoutMs: 8000 });
-    assert.deepEqual(r.bytes, reply('OK'));
-  });
-
-  test('ignores bytes after the request and still answers', async () => {
-    const r = await rawExchange(d.socketPath, [Buffer.concat([good(), Buffer.from('garbage garbage')])], {
-      closeAfterSend: true,
+    test('answers a valid request with the 4 bytes \\0\\2OK, then half-closes', async () => {
+      const r = await rawExchange(d.socketPath, [good()]);
+      assert.deepEqual(r.bytes, Buffer.from('\0\x02OK', 'latin1'));
+      assert.equal(r.closedByServer, true, 'the client sees EOF after the reply (shutdown SHUT_WR)');
+      assert.ok(r.elapsedMs < 900, `EOF after ${r.elapsedMs} ms, before the 1 s drain deadline`);
     });
-    assert.deepEqual(r.bytes, reply('OK'));
-  });
 
-  test('random garbage gets NO or a closed connection, never a crash', async () => {
-    let x = 12345;
-    const rnd = (): number => (x = (x * 1103515245 + 12345) & 0x7fffffff);
-    for (let i = 0; i < 50; i++) {
-      const buf = Buffer.alloc(1 + (rnd() % 600));
-      for (let j = 0; j < buf.length; j++) buf[j] = rnd() & 0xff;
-      const r = await rawExchange(d.socketPath, [buf], { closeAfterSend: true, timeoutMs: 5000 });
-      assert.equal(r.closedByServer, true);
-      if (r.bytes.length > 0) assert.match(r.bytes.subarray(2).toString('latin1'), /^NO/);
-    }
-    await stillServes();
-    assert.equal(d.child.exitCode, null);
-  });
-
-  test('3,000 idle connections do not stall a real login', async () => {
-    const sockets: net.Socket[] = [];
-    try {
-      // Opened in batches, as connections arrive in real life: a burst of
-      // 3,000 connect() calls at once overflows any listen backlog.
-      for (let batch = 0; batch < 15; batch++) {
-        await Promise.all(
-          Array.from(
-            { length: 200 },
-            () =>
-              new Promise<void>((resolve, reject) => {
-                const s = net.connect(d.socketPath, () => resolve());
-                s.on('error', reject);
-                sockets.push(s);
-              }),
-          ),
-        );
+    test('answers the 3-byte NO for a field longer than 256 bytes, without reading it', async () => {
+      for (const i of [0, 1, 2, 3]) {
+        const before = [field(user), field(PASSWORD), field('imap')].slice(0, i);
+        const r = await rawExchange(d.socketPath, [Buffer.concat([...before, lengthOnly(257)])], { closeAfterSend: true });
+        assert.deepEqual(r.bytes, reply('NO '), `field ${i}`);
       }
-      const t0 = Date.now();
+      await d.waitForLog(/password exceeded MAX_REQ_LEN: 256/);
       await stillServes();
-      console.log(`# login with 3,000 idle connections open: ${Date.now() - t0} ms`);
-    } finally {
-      for (const s of sockets) s.destroy();
-    }
-  });
+    });
 
-  test('the socket is mode 0777 (access is controlled by the directory)', () => {
-    const st = fs.statSync(d.socketPath);
-    assert.ok(st.isSocket());
-    assert.equal(st.mode & 0o777, 0o777);
+    test('accepts a field of exactly 256 bytes', async () => {
+      const r = await rawExchange(
+        d.socketPath,
+        [request({ login: user, password: 'p'.repeat(256), service: 'imap', realm: '' })],
+        { closeAfterSend: true },
+      );
+      assert.deepEqual(r.bytes, reply('NO Incorrect password'));
+    });
+
+    test('answers NO NULL login received / NO NULL password received for empty fields', async () => {
+      const noLogin = await rawExchange(d.socketPath, [request({ login: '', password: 'x', service: '', realm: '' })], {
+        closeAfterSend: true,
+      });
+      assert.deepEqual(noLogin.bytes, Buffer.from('\0\x16NO NULL login received', 'latin1'));
+      const noPw = await rawExchange(d.socketPath, [request({ login: user, password: '', service: '', realm: '' })], {
+        closeAfterSend: true,
+      });
+      assert.deepEqual(noPw.bytes, Buffer.from('\0\x19NO NULL password received', 'latin1'));
+      const allEmpty = await rawExchange(d.socketPath, [Buffer.alloc(8)], { closeAfterSend: true });
+      assert.deepEqual(allEmpty.bytes, reply('NO NULL login received'));
+    });
+
+    test('sends nothing and closes when the client ends mid-frame', async () => {
+      const full = good();
+      for (const cut of [1, 2, 3, full.length - 1]) {
+        const r = await rawExchange(d.socketPath, [full.subarray(0, cut)], { closeAfterSend: true });
+        assert.equal(r.bytes.length, 0, `cut at ${cut}`);
+        assert.equal(r.closedByServer, true);
+      }
+      await stillServes();
+    });
+
+    test('survives clients that vanish mid-frame (reset)', async () => {
+      const full = good();
+      await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          rawExchange(d.socketPath, [full.subarray(0, 1 + (i % (full.length - 1)))], { destroyAfterSend: true }),
+        ),
+      );
+      await stillServes();
+    });
+
+    test('closes an idle client after the read timeout, and serves others meanwhile', async () => {
+      const idle = rawExchange(d.socketPath, [field(user)], { timeoutMs: 10_000 });
+      await stillServes();
+      const r = await idle;
+      assert.equal(r.closedByServer, true);
+      assert.equal(r.bytes.length, 0);
+      assert.ok(r.elapsedMs < 9000, `closed after ${r.elapsedMs} ms`);
+      await d.waitForLog(/request not received within the read timeout/);
+    });
+
+    test('closes a client that keeps the connection open after its answer (drain deadline)', async () => {
+      const r = await rawExchange(d.socketPath, [good()], { timeoutMs: 10_000 });
+      assert.deepEqual(r.bytes, reply('OK'));
+      assert.equal(r.closedByServer, true);
+    });
+
+    test('answers a client that half-closes right after sending', async () => {
+      const r = await rawExchange(d.socketPath, [good()], { closeAfterSend: true });
+      assert.deepEqual(r.bytes, reply('OK'));
+    });
+
+    test('takes each field in its own write, as Exim sends them', async () => {
+      const chunks = [field(user), field(PASSWORD), field('smtp'), field('')];
+      const r = await rawExchange(d.socketPath, chunks, { delayMs: 50, closeAfterSend: true });
+      assert.deepEqual(r.bytes, reply('OK'));
+    });
+
+    test('accepts the 5-field form with a client address, and logs it', async () => {
+      const bytes = request({ login: user, password: PASSWORD, service: 'smtp', realm: '', clientAddr: '192.0.2.9;4242' });
+      const r = await rawExchange(d.socketPath, [bytes], { closeAfterSend: true });
+      assert.deepEqual(r.bytes, reply('OK'));
+      await d.waitForLog(/\[remote=192\.0\.2\.9;4242\]/);
+    });
+
+    test('answers as soon as the 4th field arrives even when a 5th follows later', async () => {
+      const four = good();
+      const r = await rawExchange(d.socketPath, [four, field('192.0.2.9;1')], { delayMs: 1500, timeoutMs: 8000 });
+      assert.deepEqual(r.bytes, reply('OK'));
+    });
+
+    test('ignores bytes after the request and still answers', async () => {
+      const r = await rawExchange(d.socketPath, [Buffer.concat([good(), Buffer.from('garbage garbage')])], {
+        closeAfterSend: true,
+      });
+      assert.deepEqual(r.bytes, reply('OK'));
+    });
+
+    test('random garbage gets NO or a closed connection, never a crash', async () => {
+      let x = 12345;
+      const rnd = (): number => (x = (x * 1103515245 + 12345) & 0x7fffffff);
+      for (let i = 0; i < 50; i++) {
+        const buf = Buffer.alloc(1 + (rnd() % 600));
+        for (let j = 0; j < buf.length; j++) buf[j] = rnd() & 0xff;
+        const r = await rawExchange(d.socketPath, [buf], { closeAfterSend: true, timeoutMs: 5000 });
+        assert.equal(r.closedByServer, true);
+        if (r.bytes.length > 0) assert.match(r.bytes.subarray(2).toString('latin1'), /^NO/);
+      }
+      await stillServes();
+      assert.equal(d.child.exitCode, null);
+    });
+
+    test('3,000 idle connections do not stall a real login', async () => {
+      const sockets: net.Socket[] = [];
+      try {
+        // Opened in batches, as connections arrive in real life: a burst of
+        // 3,000 connect() calls at once overflows any listen backlog.
+        for (let batch = 0; batch < 15; batch++) {
+          await Promise.all(
+            Array.from(
+              { length: 200 },
+              () =>
+                new Promise<void>((resolve, reject) => {
+                  const s = net.connect(d.socketPath, () => resolve());
+                  s.on('error', reject);
+                  sockets.push(s);
+                }),
+            ),
+          );
+        }
+        const t0 = Date.now();
+        await stillServes();
+        console.log(`# login with 3,000 idle connections open: ${Date.now() - t0} ms`);
+      } finally {
+        for (const s of sockets) s.destroy();
+      }
+    });
+
+    test('the socket is mode 0777 (access is controlled by the directory)', () => {
+      const st = fs.statSync(d.socketPath);
+      assert.ok(st.isSocket());
+      assert.equal(st.mode & 0o777, 0o777);
+    });
   });
-});
+}
 
 describe('out of descriptors', () => {
   let user: string;

@@ -2,10 +2,13 @@
 // testsaslauthd and through our client (which shows the reason text).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
 import { createUser, removeAllUsers, userName, setExpired, lock, runCmd } from '../helpers/users';
 import { testsaslauthd, OK_LINE, NO_LINE } from '../helpers/testsaslauthd';
 import { sendRequest } from '../../src/client/request';
+import { native } from '../../src/native/binding';
+import { rawExchange, request } from '../helpers/frames';
 
 const PASSWORD = 'S3cret pass!';
 
@@ -152,5 +155,81 @@ describe('shadow mechanism with -r', () => {
       await sendRequest(d.socketPath, { login: bare, password: plain.password, service: 'imap', realm: 'example.org' }),
       'NO Incorrect password',
     );
+  });
+});
+
+// Without a cache, shadow requests never reach JavaScript: the listener
+// decodes, checks on the hashing pool and answers (src/native/listener.cc).
+// The wire cases are in protocol.test.ts; these are the rest of its duties.
+describe('shadow answered inside the native listener', () => {
+  after(() => removeAllUsers());
+
+  test('checks still queued at --auth-timeout are answered NO [ALERT] and logged, the rest OK', async () => {
+    // yescrypt costs about 57 ms of CPU here: 40 checks per hashing thread
+    // need about 2.3 s, well past the 1 s deadline on any number of cores.
+    const u = createUser(userName('dl'), PASSWORD, 'yescrypt');
+    const n = 40 * native.hashThreads;
+    const d = await startDaemon({ args: ['-a', 'shadow', '--auth-timeout', '1'] });
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: n }, () => sendRequest(d.socketPath, { login: u.name, password: PASSWORD, service: 'smtp', realm: '' })),
+      );
+      const ok = answers.filter((a) => a === 'OK').length;
+      const late = answers.filter((a) => a === 'NO [ALERT] authentication backend timed out').length;
+      assert.equal(ok + late, n, `every answer is OK or the timeout: ${[...new Set(answers)].join(' | ')}`);
+      assert.ok(ok > 0 && late > 0, `${ok} OK, ${late} timed out`);
+      await d.waitForLog(/auth failure: .* \[reason=backend did not answer within 1000 ms\]/);
+      // The backlog is gone with its requests: the next check is answered at once.
+      assert.equal(await sendRequest(d.socketPath, { login: u.name, password: PASSWORD, service: 'smtp', realm: '' }), 'OK');
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('a client that leaves during its check still has the attempt logged', async () => {
+    const u = createUser(userName('gone'), PASSWORD, 'yescrypt');
+    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    try {
+      const r = await rawExchange(d.socketPath, [request({ login: u.name, password: PASSWORD, service: 'smtp', realm: '' })], {
+        destroyAfterSend: true,
+      });
+      assert.equal(r.bytes.length, 0);
+      await d.waitForLog(new RegExp(`auth success: \\[user=${u.name}\\] \\[service=smtp\\]`));
+      assert.equal(await sendRequest(d.socketPath, { login: u.name, password: PASSWORD, service: 'smtp', realm: '' }), 'OK');
+    } finally {
+      await d.stop();
+    }
+  });
+
+  // Field 41 of a /proc stat file: the scheduling policy (0 other, 3 batch, 5 idle).
+  const policyOf = (statPath: string): number => {
+    const stat = fs.readFileSync(statPath, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+  };
+  const policies = (pid: number): number[] =>
+    fs.readdirSync(`/proc/${pid}/task`).map((tid) => policyOf(`/proc/${pid}/task/${tid}/stat`));
+
+  test('the event loop and the hashing threads run SCHED_BATCH', async () => {
+    const u = createUser(userName('sch'), PASSWORD, 'sha512crypt');
+    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    try {
+      assert.equal(await sendRequest(d.socketPath, { login: u.name, password: PASSWORD, service: 'smtp', realm: '' }), 'OK');
+      const pid = d.child.pid!;
+      assert.equal(policyOf(`/proc/${pid}/stat`), 3, 'the main thread (event loop) is SCHED_BATCH');
+      const batch = policies(pid).filter((p) => p === 3).length;
+      assert.ok(batch >= 1 + native.hashThreads, `${batch} SCHED_BATCH threads, want the loop and ${native.hashThreads} hashing threads`);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('a scheduling policy set by the admin (chrt --idle) is kept', async () => {
+    const d = await startDaemon({ args: ['-a', 'shadow'], prefix: ['chrt', '--idle', '0'] });
+    try {
+      const pid = d.child.pid!;
+      assert.deepEqual([...new Set(policies(pid))], [5], 'every thread stays SCHED_IDLE');
+    } finally {
+      await d.stop();
+    }
   });
 });
