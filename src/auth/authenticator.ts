@@ -76,7 +76,7 @@ export class Authenticator {
 
       const cache = this.cache;
       if (cache !== undefined && cache.mode === 'normal' && cache.lookup(req.login, realm, req.service, req.password)) {
-        this.logCached(req, 'auth success (cached)');
+        this.logCached(req, 'auth success (cached)', 'debug');
         return 'OK';
       }
 
@@ -94,7 +94,8 @@ export class Authenticator {
           if (outcome.kind === 'unavailable') {
             // Stale-on-error: the backend cannot decide, these credentials
             // succeeded within the TTL, so keep mail flowing.
-            this.logCached(req, 'auth success (cached, mechanism unavailable)');
+            // Unlike a plain success, worth seeing without -V: the mechanism is down.
+            this.logCached(req, 'auth success (cached, mechanism unavailable)', 'info');
             return 'OK';
           }
           cache.forget(req.login, realm, req.service); // the password was changed or revoked
@@ -156,8 +157,8 @@ export class Authenticator {
     return unavailable(TIMEOUT_REPLY, `backend did not answer within ${this.timeoutMs} ms`);
   }
 
-  private logCached(req: AuthRequest, what: string): void {
-    this.resultLog.info(
+  private logCached(req: AuthRequest, what: string, level: 'debug' | 'info'): void {
+    this.resultLog[level](
       {
         user: req.login,
         service: req.service,
@@ -184,7 +185,8 @@ export class Authenticator {
     };
     const at = `${where(req)} [mech=${this.backend.name}]`;
     if (outcome.ok) {
-      this.resultLog.info(fields, `auth success: ${at}`);
+      // As Cyrus: successes only with -V/-d (the MTA logs them anyway).
+      this.resultLog.debug(fields, `auth success: ${at}`);
     } else {
       const level = outcome.kind === 'unavailable' ? 'warn' : 'info';
       this.resultLog[level]({ ...fields, reason: outcome.reason }, `auth failure: ${at} [reason=${outcome.reason}]`);

@@ -157,6 +157,7 @@ async function serve(
             concatRealm: opts.concatRealm,
             timeoutMs: opts.authTimeoutMs,
             timeoutReply: TIMEOUT_REPLY,
+            logSuccess: logger.resultLog.isLevelEnabled('debug'),
             onResult: ([login, service, realm, clientAddr, code, text, ms]: NativeShadowResult) =>
               auth.logOutcome(
                 { login, service, realm, ...(clientAddr !== undefined ? { clientAddr } : {}) },

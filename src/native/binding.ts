@@ -83,9 +83,10 @@ export interface NativeListener {
   /**
    * From now on answer each request natively with the shadow mechanism:
    * decode, -r join, checks, deadline and reply in C++; JavaScript gets
-   * Result and Rejected events to log, and no Data events.
+   * Result and Rejected events to log (Result for successes only with
+   * logSuccess), and no Data events.
    */
-  serveShadow(concatRealm: boolean, timeoutMs: number, timeoutReply: string): void;
+  serveShadow(concatRealm: boolean, timeoutMs: number, timeoutReply: string, logSuccess: boolean): void;
   readonly count: number;
   /** Native checks whose result has not been delivered yet. */
   readonly busy: number;

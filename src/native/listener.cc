@@ -19,7 +19,7 @@
 //     .stopAccepting()   stop, and close this process's listening descriptor
 //                        (JavaScript unlinks the path)
 //     .destroyAll()
-//     .serveShadow(concatRealm, timeoutMs, timeoutReply)
+//     .serveShadow(concatRealm, timeoutMs, timeoutReply, logSuccess)
 //                        answer requests natively with the shadow mechanism
 //     .count             open connections
 //     .busy              native checks not yet answered
@@ -30,7 +30,8 @@
 //   for 100 ms and the connections wait in the backlog), 6 maxConnections
 //   open: accepting waits for one to close (arg: maxConnections), 7 a native
 //   shadow result (arg: [login, service, realm, address | undefined, code,
-//   reply text, ms]; code -1: the deadline passed), 8 a request refused before
+//   reply text, ms]; code -1: the deadline passed; successes only with
+//   logSuccess, as they are logged at debug only), 8 a request refused before
 //   any check (arg: [message, field?, length?]).
 //
 // Native shadow mode: without a credential cache, shadow needs nothing from
@@ -79,6 +80,7 @@ constexpr size_t kMaxReqLen = 256;
 constexpr const char* kFieldNames[] = {"login", "password", "service", "realm"};
 constexpr size_t kMaxRequestBytes = 5 * (2 + kMaxReqLen);
 constexpr int kTimedOut = -1;
+constexpr int kShadowOk = 0;  // ShadowCode.Ok
 
 class Listener;
 
@@ -113,6 +115,11 @@ class ShadowTask : public PoolTask {
     writer_.store(kPoolDone);
   }
   void Finish(Napi::Env env, bool expired) override;
+  // Once the client has its whole answer, only the log and the connection's
+  // cleanup remain: no need to wake the loop for them.
+  bool WakeLoop() const override {
+    return writer_.load() != kPoolDone || static_cast<size_t>(sent_) != wire_.size() || !shut_;
+  }
 
   // Main thread: take the reply over, unless the pool thread has. True when
   // the main thread is (or already was) the writer.
@@ -301,8 +308,11 @@ class Listener : public Napi::ObjectWrap<Listener> {
 
   Napi::Value ServeShadow(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 3 || !info[0].IsBoolean() || !info[1].IsNumber() || !info[2].IsString()) {
-      Napi::TypeError::New(env, "serveShadow(concatRealm: boolean, timeoutMs: number, timeoutReply: string)")
+    if (info.Length() < 4 || !info[0].IsBoolean() || !info[1].IsNumber() || !info[2].IsString() ||
+        !info[3].IsBoolean()) {
+      Napi::TypeError::New(env,
+                           "serveShadow(concatRealm: boolean, timeoutMs: number, timeoutReply: string, "
+                           "logSuccess: boolean)")
           .ThrowAsJavaScriptException();
       return env.Undefined();
     }
@@ -310,6 +320,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
     concat_realm_ = info[0].As<Napi::Boolean>().Value();
     auth_timeout_ms_ = info[1].As<Napi::Number>().Int64Value();
     timeout_reply_ = info[2].As<Napi::String>().Utf8Value();
+    log_success_ = info[3].As<Napi::Boolean>().Value();
     return env.Undefined();
   }
 
@@ -352,6 +363,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   void LogShadow(ShadowTask* t, int code, const std::string& text) {
     t->logged_ = true;
     busy_--;
+    if (code == kShadowOk && !log_success_) return;
     double ms = static_cast<double>(uv_hrtime() - t->started_ns_) / 1e6;
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
@@ -459,6 +471,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
 
   static void OnAuthTimeout(uv_timer_t* timer) {
     auto* c = static_cast<Conn*>(timer->data);
+    if (c->task != nullptr) FinishPoolTasks(c->owner->Env());  // it may be answered already
     if (c->task != nullptr) c->owner->ShadowTimedOut(c->task);
   }
 
@@ -632,6 +645,10 @@ class Listener : public Napi::ObjectWrap<Listener> {
     if (nread == UV_EOF) {
       c->eof = true;
       uv_read_stop(stream);
+      // The client may have its answer already, its check waiting to be
+      // finished on the loop's next turn: finish it now.
+      if (c->task != nullptr) FinishPoolTasks(self->Env());
+      if (c->closing) return;
       if (c->task != nullptr) return;  // it sent its request and half-closed: still answer
       if (c->tracked) {
         self->EmitNumber(kEnd, c);  // JavaScript decides: truncated, or still working
@@ -717,6 +734,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   double next_id_ = 0;
   bool shadow_ = false;
   bool concat_realm_ = false;
+  bool log_success_ = false;
   int64_t auth_timeout_ms_ = 0;
   size_t busy_ = 0;
   std::unordered_map<uint64_t, Conn*> conns_;

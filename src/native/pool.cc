@@ -5,6 +5,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -56,9 +57,13 @@ class HashPool {
   explicit HashPool(Napi::Env env) : env_(env), context_(env, "saslauthd.hash") {
     uv_loop_t* loop = nullptr;
     napi_get_uv_event_loop(env, &loop);
-    uv_async_init(loop, &async_, OnDone);
+    uv_async_init(loop, &async_, OnAsync);
     async_.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&async_));  // only pending jobs keep the process alive
+    uv_check_init(loop, &check_);
+    check_.data = this;
+    uv_check_start(&check_, OnCheck);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
     for (unsigned i = 0; i < Threads(); i++) threads_.emplace_back([this] { Run(); });
     napi_add_env_cleanup_hook(env, Shutdown, this);
   }
@@ -72,40 +77,60 @@ class HashPool {
         if (stop_) return;
         job = todo_.front();
         todo_.pop_front();
+        running_++;
       }
       if (job->deadline_ns_ != 0 && MonotonicNs() > job->deadline_ns_) {
         job->expired_ = true;
       } else {
         job->Execute();
       }
+      bool wake = job->expired_ || job->WakeLoop();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        running_--;
+        // A job that needs nothing soon is finished on the loop's next turn
+        // (OnCheck), which the next connection or its client's close brings;
+        // the last one of a burst wakes the loop so nothing waits for long.
+        if (todo_.empty() && running_ == 0) wake = true;
+      }
       {
         std::lock_guard<std::mutex> lock(done_mu_);
         done_.push_back(job);
+        done_count_.store(done_.size());
       }
-      uv_async_send(&async_);
+      if (wake) uv_async_send(&async_);
     }
+  }
+
+  static void OnAsync(uv_async_t* handle) { static_cast<HashPool*>(handle->data)->FinishDone(); }
+
+  static void OnCheck(uv_check_t* handle) {
+    auto* self = static_cast<HashPool*>(handle->data);
+    if (self->done_count_.load() != 0) self->FinishDone();
   }
 
   // Main thread: finish every completed task in one callback scope, so the
-  // continuations (the replies) run before returning to the loop.
-  static void OnDone(uv_async_t* handle) {
-    auto* self = static_cast<HashPool*>(handle->data);
+  // continuations (the replies) run before returning to the loop. Also
+  // called by the listener when it needs a result before the loop turns.
+ public:
+  void FinishDone() {
     std::vector<PoolTask*> done;
     {
-      std::lock_guard<std::mutex> lock(self->done_mu_);
-      done.swap(self->done_);
+      std::lock_guard<std::mutex> lock(done_mu_);
+      done.swap(done_);
+      done_count_.store(0);
     }
     if (done.empty()) return;
-    Napi::Env env = self->env_;
-    Napi::HandleScope scope(env);
-    Napi::CallbackScope callback_scope(env, self->context_);
+    Napi::HandleScope scope(env_);
+    Napi::CallbackScope callback_scope(env_, context_);
     for (PoolTask* job : done) {
-      job->Finish(env, job->expired_);
+      job->Finish(env_, job->expired_);
       delete job;
-      if (--self->pending_ == 0) uv_unref(reinterpret_cast<uv_handle_t*>(&self->async_));
+      if (--pending_ == 0) uv_unref(reinterpret_cast<uv_handle_t*>(&async_));
     }
   }
 
+ private:
   static void Shutdown(void* arg) {
     auto* self = static_cast<HashPool*>(arg);
     {
@@ -116,13 +141,16 @@ class HashPool {
     for (auto& t : self->threads_) t.join();
     // The loop is being torn down: jobs still queued are dropped with it.
     uv_close(reinterpret_cast<uv_handle_t*>(&self->async_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&self->check_), nullptr);
   }
 
   static HashPool* instance_;
   Napi::Env env_;
   Napi::AsyncContext context_;
   uv_async_t async_;
+  uv_check_t check_;
   size_t pending_ = 0;  // main thread only
+  size_t running_ = 0;  // under mu_
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<PoolTask*> todo_;
@@ -130,6 +158,7 @@ class HashPool {
   std::vector<std::thread> threads_;
   std::mutex done_mu_;
   std::vector<PoolTask*> done_;
+  std::atomic<size_t> done_count_{0};
 };
 
 HashPool* HashPool::instance_ = nullptr;
@@ -138,6 +167,8 @@ PoolTask::PoolTask(double timeout_ms)
     : deadline_ns_(timeout_ms < 0 ? 0 : MonotonicNs() + static_cast<uint64_t>(timeout_ms * 1e6)) {}
 
 void PoolTask::Submit(Napi::Env env) { HashPool::Get(env)->Submit(this); }
+
+void FinishPoolTasks(Napi::Env env) { HashPool::Get(env)->FinishDone(); }
 
 PoolJob::PoolJob(Napi::Env env, double timeout_ms) : PoolTask(timeout_ms), deferred_(Napi::Promise::Deferred::New(env)) {}
 

@@ -31,6 +31,10 @@ class PoolTask {
   // On the main thread, inside a callback scope: after Execute, or instead
   // of it when the deadline passed first (expired).
   virtual void Finish(Napi::Env env, bool expired) = 0;
+  // On the pool thread, after Execute: must the event loop be woken for
+  // Finish now? False lets Finish wait for the loop's next turn (at most
+  // until the pool runs out of work), saving a wake-up per task.
+  virtual bool WakeLoop() const { return true; }
 
  private:
   friend class HashPool;
@@ -51,6 +55,9 @@ class PoolJob : public PoolTask {
   void Finish(Napi::Env env, bool expired) override;
   Napi::Promise::Deferred deferred_;
 };
+
+// Main thread: finish the completed tasks now instead of on the loop's next turn.
+void FinishPoolTasks(Napi::Env env);
 
 void InitPool(Napi::Env env, Napi::Object exports);
 

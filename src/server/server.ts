@@ -31,6 +31,8 @@ export interface ServerOptions extends ConnectionOptions {
     concatRealm: boolean;
     timeoutMs: number;
     timeoutReply: string;
+    /** Report successes too (they are logged at debug only); failures always are. */
+    logSuccess: boolean;
     onResult(r: NativeShadowResult): void;
   };
 }
@@ -74,7 +76,7 @@ export class SaslauthdServer {
       opts.maxConnections,
     );
     const ns = opts.nativeShadow;
-    if (ns !== undefined) this.listener.serveShadow(ns.concatRealm, ns.timeoutMs, ns.timeoutReply);
+    if (ns !== undefined) this.listener.serveShadow(ns.concatRealm, ns.timeoutMs, ns.timeoutReply, ns.logSuccess);
   }
 
   /** Open connections, including those draining after their reply. */

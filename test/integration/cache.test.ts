@@ -9,7 +9,7 @@ after(() => removeAllUsers());
 
 test('-c keeps Cyrus semantics: an old password answers OK until the TTL, a new one replaces it', async () => {
   const u = createUser(userName('cac'), 'Old-pass1');
-  const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-t', '3'] });
+  const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-t', '3', '-V'] });
   const ask = (password: string): Promise<string> =>
     sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
   try {

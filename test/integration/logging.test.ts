@@ -35,3 +35,25 @@ test('a -d (debug) run logs every attempt but never a password', async () => {
   assert.match(out, /auth failure: .*\[reason=Incorrect password\]/);
   for (const s of [secret, wrong, 'leak-canary']) assert.equal(out.includes(s), false, `log contains ${s}`);
 });
+
+// Cyrus logs successes only with -V (facts file, section 5); failures always.
+for (const [path, extra] of [
+  ['native listener', []],
+  ['JavaScript path (-c)', ['-c']],
+] as const) {
+  test(`without -V successes are not logged, failures are (${path})`, async () => {
+    const u = createUser(userName('quiet'), 'Quiet-pw1', 'sha512crypt');
+    const d = await startDaemon({ args: ['-a', 'shadow', ...extra] });
+    try {
+      const ask = (password: string): Promise<string> =>
+        sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+      assert.equal(await ask('Quiet-pw1'), 'OK');
+      assert.equal(await ask('Quiet-pw1'), 'OK');
+      assert.equal(await ask('Quiet-pw2'), 'NO Incorrect password');
+      await d.waitForLog(new RegExp(`auth failure: \\[user=${u.name}\\]`));
+    } finally {
+      await d.stop();
+    }
+    assert.doesNotMatch(d.output(), /auth success/);
+  });
+}

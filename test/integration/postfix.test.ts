@@ -61,7 +61,7 @@ describe('Postfix SMTP AUTH through saslauthd-ts', () => {
   const daemonLogs: string[] = [];
 
   const startOurDaemon = async (extra: string[] = []): Promise<RunningDaemon> => {
-    daemon = await startDaemon({ args: ['-a', 'shadow', ...extra], runDir: pf.runDir });
+    daemon = await startDaemon({ args: ['-a', 'shadow', '-V', ...extra], runDir: pf.runDir });
     return daemon;
   };
   const stopOurDaemon = async (): Promise<void> => {

@@ -30,7 +30,7 @@ for (const [path, extraArgs] of PATHS) {
 
     before(async () => {
       user = createUser(userName('pro'), PASSWORD, 'sha512crypt').name;
-      d = await startDaemon({ args: ['-a', 'shadow', '--read-timeout', '1', '--drain-timeout', '1', ...extraArgs] });
+      d = await startDaemon({ args: ['-a', 'shadow', '-V', '--read-timeout', '1', '--drain-timeout', '1', ...extraArgs] });
     });
     after(async () => {
       removeAllUsers();

@@ -133,7 +133,7 @@ describe('shadow mechanism', () => {
 describe('shadow mechanism with -r', () => {
   let d: RunningDaemon;
   before(async () => {
-    d = await startDaemon({ args: ['-a', 'shadow', '-r'] });
+    d = await startDaemon({ args: ['-a', 'shadow', '-r', '-V'] });
   });
   after(async () => {
     removeAllUsers();
@@ -188,7 +188,7 @@ describe('shadow answered inside the native listener', () => {
 
   test('a client that leaves during its check still has the attempt logged', async () => {
     const u = createUser(userName('gone'), PASSWORD, 'yescrypt');
-    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    const d = await startDaemon({ args: ['-a', 'shadow', '-V'] });
     try {
       const r = await rawExchange(d.socketPath, [request({ login: u.name, password: PASSWORD, service: 'smtp', realm: '' })], {
         destroyAfterSend: true,

@@ -24,7 +24,7 @@ function successPids(output: string, user: string): Set<number> {
 
 test('--workers 2 runs two worker processes on one socket, and SIGTERM removes everything', async () => {
   const u = createUser(userName('wk'), 'Work-pw1', 'sha512crypt');
-  const d = await startDaemon({ args: ['-a', 'shadow', '--workers', '2'] });
+  const d = await startDaemon({ args: ['-a', 'shadow', '-V', '--workers', '2'] });
   await d.waitForLog(/listening on socket: .* \(2 worker processes\)/);
   assert.equal(childPids(d.child.pid!).length, 2);
   const r = await testsaslauthd({ socket: d.socketPath, user: u.name, password: u.password });
@@ -42,7 +42,7 @@ test('--workers 2 runs two worker processes on one socket, and SIGTERM removes e
 
 test('workers share the credential cache, and SIGHUP to the primary empties it in every worker', async () => {
   const u = createUser(userName('wc'), 'Old-pass1', 'sha512crypt');
-  const d = await startDaemon({ args: ['-a', 'shadow', '-c', '--workers', '2'] });
+  const d = await startDaemon({ args: ['-a', 'shadow', '-V', '-c', '--workers', '2'] });
   const ask = (password: string): Promise<string> =>
     sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
   try {
@@ -70,7 +70,7 @@ test('workers share the credential cache, and SIGHUP to the primary empties it i
 
 test('a worker that dies is replaced, and the socket keeps answering', async () => {
   const u = createUser(userName('wr'), 'Work-pw3', 'sha512crypt');
-  const d = await startDaemon({ args: ['-a', 'shadow', '--workers', '2'] });
+  const d = await startDaemon({ args: ['-a', 'shadow', '-V', '--workers', '2'] });
   try {
     await d.waitForLog(/\(2 worker processes\)/);
     const [victim] = childPids(d.child.pid!);
