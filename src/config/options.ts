@@ -107,7 +107,7 @@ export function buildCommand(): Command {
     .addOption(new Option('-l', 'Cyrus: disable the accept lock. Accepted; there is no accept lock here'))
     .addOption(new Option('-d', 'debug: stay in the foreground and log verbosely to stderr'))
     .addOption(new Option('-f', 'stay in the foreground and log to stderr (for systemd)'))
-    .addOption(new Option('-V', 'verbose logging (debug level)'))
+    .addOption(new Option('-V', 'verbose logging (debug level), including each successful authentication, as in Cyrus'))
     .addOption(new Option('-v', 'print the version and mechanisms, and exit'))
     .addOption(
       new Option('--read-timeout <seconds>', 'close a client whose request has not fully arrived by then')
