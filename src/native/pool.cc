@@ -86,17 +86,19 @@ class HashPool {
       }
       bool wake = job->expired_ || job->WakeLoop();
       {
+        std::lock_guard<std::mutex> lock(done_mu_);
+        done_.push_back(job);
+        done_count_.store(done_.size());
+      }
+      {
         std::lock_guard<std::mutex> lock(mu_);
         running_--;
         // A job that needs nothing soon is finished on the loop's next turn
         // (OnCheck), which the next connection or its client's close brings;
         // the last one of a burst wakes the loop so nothing waits for long.
+        // Decided after the push: a thread that finishes later wakes the
+        // loop for this job too.
         if (todo_.empty() && running_ == 0) wake = true;
-      }
-      {
-        std::lock_guard<std::mutex> lock(done_mu_);
-        done_.push_back(job);
-        done_count_.store(done_.size());
       }
       if (wake) uv_async_send(&async_);
     }
