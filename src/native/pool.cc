@@ -1,6 +1,7 @@
 // See pool.h.
 #include "pool.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <time.h>
 #include <uv.h>
@@ -69,6 +70,7 @@ class HashPool {
   }
 
   void Run() {
+    pthread_setname_np(pthread_self(), kThreadName);  // what top -H and /proc/<pid>/task/*/comm show
     for (;;) {
       PoolTask* job;
       {
@@ -146,6 +148,7 @@ class HashPool {
     uv_close(reinterpret_cast<uv_handle_t*>(&self->check_), nullptr);
   }
 
+  static constexpr const char* kThreadName = "saslauthd-hash";
   static HashPool* instance_;
   Napi::Env env_;
   Napi::AsyncContext context_;

@@ -206,8 +206,12 @@ describe('shadow answered inside the native listener', () => {
     const stat = fs.readFileSync(statPath, 'utf8');
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
   };
-  const policies = (pid: number): number[] =>
-    fs.readdirSync(`/proc/${pid}/task`).map((tid) => policyOf(`/proc/${pid}/task/${tid}/stat`));
+  const threads = (pid: number): Array<{ name: string; policy: number }> =>
+    fs.readdirSync(`/proc/${pid}/task`).map((tid) => ({
+      name: fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(),
+      policy: policyOf(`/proc/${pid}/task/${tid}/stat`),
+    }));
+  const policies = (pid: number): number[] => threads(pid).map((t) => t.policy);
 
   test('the event loop and the hashing threads run SCHED_BATCH', async () => {
     const u = createUser(userName('sch'), PASSWORD, 'sha512crypt');
@@ -216,8 +220,13 @@ describe('shadow answered inside the native listener', () => {
       assert.equal(await sendRequest(d.socketPath, { login: u.name, password: PASSWORD, service: 'smtp', realm: '' }), 'OK');
       const pid = d.child.pid!;
       assert.equal(policyOf(`/proc/${pid}/stat`), 3, 'the main thread (event loop) is SCHED_BATCH');
-      const batch = policies(pid).filter((p) => p === 3).length;
-      assert.ok(batch >= 1 + native.hashThreads, `${batch} SCHED_BATCH threads, want the loop and ${native.hashThreads} hashing threads`);
+      const hashing = threads(pid).filter((t) => t.name === 'saslauthd-hash');
+      assert.equal(hashing.length, native.hashThreads, 'one named hashing thread per CPU');
+      assert.deepEqual(
+        hashing.map((t) => t.policy),
+        hashing.map(() => 3),
+        'every hashing thread is SCHED_BATCH',
+      );
     } finally {
       await d.stop();
     }
