@@ -13,9 +13,22 @@ void InitPam(Napi::Env env, Napi::Object exports);
 void InitListener(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
 
+// Keep in sync with ShadowCode in src/native/binding.ts.
+enum ShadowCode {
+  kOk = 0,
+  kInvalidUser = 1,
+  kUserLookupFailure = 2,
+  kInvalidShadowUser = 3,
+  kShadowLookupFailure = 4,
+  kNisNotAllowed = 5,
+  kIncorrectPassword = 6,
+  kAccountExpired = 7,
+  kPasswordExpired = 8,
+};
+
 // auth_shadow.c's verdict for one login (crypt.cc); blocking: call it on a
-// pool thread. code is a ShadowCode (src/native/binding.ts), detail the
-// strerror text of a lookup failure.
+// pool thread. code is a ShadowCode, detail the strerror text of a lookup
+// failure.
 struct ShadowVerdict {
   int code;
   std::string detail;

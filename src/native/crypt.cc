@@ -28,19 +28,6 @@
 namespace saslauthd {
 namespace {
 
-// Keep in sync with ShadowCode in src/native/binding.ts.
-enum ShadowCode {
-  kOk = 0,
-  kInvalidUser = 1,
-  kUserLookupFailure = 2,
-  kInvalidShadowUser = 3,
-  kShadowLookupFailure = 4,
-  kNisNotAllowed = 5,
-  kIncorrectPassword = 6,
-  kAccountExpired = 7,
-  kPasswordExpired = 8,
-};
-
 // A setting of the system's preferred method and default cost, hashed
 // against when there is no real hash to check (unknown user, locked hash).
 std::string g_dummy_setting;

@@ -79,8 +79,7 @@ enum EventKind {
 constexpr size_t kMaxReqLen = 256;
 constexpr const char* kFieldNames[] = {"login", "password", "service", "realm"};
 constexpr size_t kMaxRequestBytes = 5 * (2 + kMaxReqLen);
-constexpr int kTimedOut = -1;
-constexpr int kShadowOk = 0;  // ShadowCode.Ok
+constexpr int kTimedOut = -1;  // a result code beside ShadowCode's
 
 class Listener;
 
@@ -98,9 +97,9 @@ class ShadowTask : public PoolTask {
  public:
   enum Writer { kUnclaimed, kPoolWriting, kPoolDone, kMain };
 
-  ShadowTask(Listener* owner, uint64_t conn_id, int fd, double timeout_ms, const std::string& user, const char* pw,
+  ShadowTask(Listener* owner, uint64_t conn_id, int fd, double timeout_ms, std::string user, const char* pw,
              size_t pw_len)
-      : PoolTask(timeout_ms), owner_(owner), conn_id_(conn_id), fd_(fd), user_(user), password_(pw, pw_len) {}
+      : PoolTask(timeout_ms), owner_(owner), conn_id_(conn_id), fd_(fd), user_(std::move(user)), password_(pw, pw_len) {}
 
   void Execute() override {
     verdict_ = CheckShadow(user_.c_str(), password_.c_str());
@@ -179,6 +178,7 @@ struct Conn {
   // copy of a password is left behind), then the check answering it.
   std::string in;
   ShadowTask* task = nullptr;
+  int fd = -1;  // the accepted socket, owned by pipe
 };
 
 Napi::Error UvError(Napi::Env env, int err, const std::string& what) {
@@ -272,10 +272,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
     uv_timer_start(&c->timer, OnDrainTimeout, drain_timeout_ms_, 0);
   }
 
-  static bool ShutdownWrite(Conn* c) {
-    uv_os_fd_t fd;
-    return uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd) == 0 && shutdown(fd, SHUT_WR) == 0;
-  }
+  static bool ShutdownWrite(Conn* c) { return shutdown(c->fd, SHUT_WR) == 0; }
 
   // After the first attempt to write c->reply: sent bytes (<0: error) and
   // whether the half-close followed. The rest goes out through libuv.
@@ -351,8 +348,6 @@ class Listener : public Napi::ObjectWrap<Listener> {
     LogShadow(t, kTimedOut, timeout_reply_);
   }
 
-  std::string timeout_reply_;
-
  private:
   // The connection t answers, if it is still open.
   Conn* TaskConn(ShadowTask* t) {
@@ -363,7 +358,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   void LogShadow(ShadowTask* t, int code, const std::string& text) {
     t->logged_ = true;
     busy_--;
-    if (code == kShadowOk && !log_success_) return;
+    if (code == kOk && !log_success_) return;
     double ms = static_cast<double>(uv_hrtime() - t->started_ns_) / 1e6;
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
@@ -422,14 +417,8 @@ class Listener : public Napi::ObjectWrap<Listener> {
     std::string user = in.substr(off[0], len[0]);
     std::string realm = in.substr(off[3], len[3]);
     if (concat_realm_ && !realm.empty()) user += "@" + realm;
-    uv_os_fd_t fd;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd) != 0) {
-      WipeRequest(c);
-      Close(c);
-      return;
-    }
-    auto* t = new ShadowTask(this, static_cast<uint64_t>(c->id), fd, static_cast<double>(auth_timeout_ms_), user,
-                             in.data() + off[1], len[1]);
+    auto* t = new ShadowTask(this, static_cast<uint64_t>(c->id), c->fd, static_cast<double>(auth_timeout_ms_),
+                             std::move(user), in.data() + off[1], len[1]);
     t->service_ = in.substr(off[2], len[2]);
     t->realm_ = std::move(realm);
     if (has_addr) {
@@ -616,6 +605,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
       Close(c);
       return;
     }
+    c->fd = fd;
     uv_timer_start(&c->timer, OnReadTimeout, read_timeout_ms_, 0);
     uv_read_start(Stream(c), OnAlloc, OnRead);
   }
@@ -735,6 +725,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   bool shadow_ = false;
   bool concat_realm_ = false;
   bool log_success_ = false;
+  std::string timeout_reply_;
   int64_t auth_timeout_ms_ = 0;
   size_t busy_ = 0;
   std::unordered_map<uint64_t, Conn*> conns_;
