@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
-import { createUser, removeAllUsers, userName, setExpired, lock, runCmd } from '../helpers/users';
+import { createUser, removeAllUsers, userName, setExpired, lock, runCmd, shadowHash } from '../helpers/users';
+import { backlogFor, hashCostMs } from '../helpers/cost';
 import { testsaslauthd, OK_LINE, NO_LINE } from '../helpers/testsaslauthd';
 import { sendRequest } from '../../src/client/request';
 import { native } from '../../src/native/binding';
@@ -165,10 +166,11 @@ describe('shadow answered inside the native listener', () => {
   after(() => removeAllUsers());
 
   test('checks still queued at --auth-timeout are answered NO [ALERT] and logged, the rest OK', async () => {
-    // yescrypt costs about 57 ms of CPU here: 40 checks per hashing thread
-    // need about 2.3 s, well past the 1 s deadline on any number of cores.
+    // Enough checks to keep every hashing thread busy for 3 s, sized from
+    // what a hash costs on this machine: well past the 1 s deadline on a CPU
+    // twice as fast or twice as slow, whatever the number of cores.
     const u = createUser(userName('dl'), PASSWORD, 'yescrypt');
-    const n = 40 * native.hashThreads;
+    const n = backlogFor(await hashCostMs(shadowHash(u.name), PASSWORD), 3000);
     const d = await startDaemon({ args: ['-a', 'shadow', '--auth-timeout', '1'] });
     try {
       const answers = await Promise.all(
