@@ -1,12 +1,19 @@
-// The authenticator: what Cyrus's do_request/do_auth do between reading a
-// request and writing the reply. Validates the fields, applies the -r realm
-// join, runs the backend under a deadline, logs one line per attempt and
-// returns the wire text. Never throws.
+// The authenticator: what Cyrus's do_auth does between reading a request and
+// writing the reply, plus what Cyrus lacks. For each request the listener
+// hands over (already decoded and past Cyrus's NULL checks): the -r realm
+// join, the credential cache, the throttle, the mechanism under a deadline,
+// one result line, and the answer, held back when the throttle says so.
+// Never throws; every request gets exactly one answer.
 import type pino from 'pino';
-import type { RawRequest } from '../protocol/decoder';
 import type { AuthRequest, Backend, Outcome } from '../backends/backend';
-import { unavailable } from '../backends/backend';
-import type { CredentialCache } from './cache';
+import { timedOut, unavailable } from '../backends/backend';
+import type { Exchange } from '../server/exchange';
+import { shown } from '../log/display';
+import type { FailureLines } from '../log/failure-lines';
+import { CredentialCache } from './cache';
+import type { Admission, Attempt, Settled, Throttle } from './throttle/throttle';
+
+export { TIMEOUT_REPLY } from '../backends/backend';
 
 export interface AuthenticatorOptions {
   backend: Backend;
@@ -19,27 +26,75 @@ export interface AuthenticatorOptions {
   resultLog?: pino.Logger | undefined;
   /** -c: the credential cache, if enabled. */
   cache?: CredentialCache | undefined;
+  /** The brute-force throttle; undefined with --throttle off. */
+  throttle?: Throttle | undefined;
+  /** Bounds the failure lines under a flood; undefined logs every one. */
+  failureLines?: FailureLines | undefined;
 }
 
 /** What the result line says about a request. */
-export type LogSubject = Pick<AuthRequest, 'login' | 'service' | 'realm' | 'clientAddr'>;
+export interface LogSubject {
+  login: string;
+  service: string;
+  realm: string;
+  clientAddr?: string | undefined;
+}
 
 /** Cyrus's "[user=...] [service=...] [realm=...]", with master's "[remote=...]" when the client sent one. */
 function where(req: LogSubject): string {
-  const remote = req.clientAddr !== undefined ? ` [remote=${req.clientAddr}]` : '';
-  return `[user=${req.login}] [service=${req.service}] [realm=${req.realm}]${remote}`;
+  const remote = req.clientAddr !== undefined ? ` [remote=${shown(req.clientAddr)}]` : '';
+  return `[user=${shown(req.login)}] [service=${shown(req.service)}] [realm=${shown(req.realm)}]${remote}`;
 }
 
-export const TIMEOUT_REPLY = 'NO [ALERT] authentication backend timed out';
+/** "a.b.c.d;port" (Cyrus master), "[v6]:port"... -> the host, for the per-address throttle. */
+export function addressHost(addr: string | undefined): string | undefined {
+  if (addr === undefined) return undefined;
+  const host = addr.split(';')[0]?.trim() ?? '';
+  return host === '' ? undefined : host;
+}
+
+const NO_PASSWORD = Buffer.alloc(0);
+
+/** Answers held back by the throttle; released at once when the daemon stops. */
+class Holds {
+  private readonly pending = new Map<NodeJS.Timeout, () => void>();
+
+  wait(ms: number): Promise<void> {
+    if (ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(timer);
+        resolve();
+      }, ms);
+      this.pending.set(timer, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  releaseAll(): void {
+    for (const release of this.pending.values()) release();
+    this.pending.clear();
+  }
+}
 
 export class Authenticator {
-  private backend: Backend;
+  private readonly backend: Backend;
   private readonly concatRealm: boolean;
   private readonly timeoutMs: number;
   private readonly log: pino.Logger;
   private readonly resultLog: pino.Logger;
   private readonly cache: CredentialCache | undefined;
+  private readonly throttle: Throttle | undefined;
+  private readonly failureLines: FailureLines | undefined;
   private readonly inflight = new Map<string, Promise<Outcome>>();
+  private readonly holds = new Holds();
+  private active = 0;
 
   constructor(opts: AuthenticatorOptions) {
     this.cache = opts.cache;
@@ -48,101 +103,153 @@ export class Authenticator {
     this.timeoutMs = opts.timeoutMs;
     this.log = opts.log;
     this.resultLog = opts.resultLog ?? opts.log;
+    this.throttle = opts.throttle;
+    this.failureLines = opts.failureLines;
   }
 
   get mech(): string {
     return this.backend.name;
   }
 
-  async handle(raw: RawRequest): Promise<string> {
-    try {
-      if (raw.login.length === 0) {
-        this.log.error('NULL login received');
-        return 'NO NULL login received';
-      }
-      if (raw.password.length === 0) {
-        this.log.error('NULL password received');
-        return 'NO NULL password received';
-      }
-      const realm = raw.realm.toString('utf8');
-      const login = raw.login.toString('utf8');
-      const req: AuthRequest = {
-        login: this.concatRealm && realm.length > 0 ? `${login}@${realm}` : login,
-        password: raw.password,
-        service: raw.service.toString('utf8'),
-        realm,
-      };
-      if (raw.clientAddr !== undefined && raw.clientAddr.length > 0) req.clientAddr = raw.clientAddr.toString('utf8');
+  /** Requests being decided or held back. */
+  get pending(): number {
+    return this.active;
+  }
 
-      const cache = this.cache;
-      if (cache !== undefined && cache.mode === 'normal' && cache.lookup(req.login, realm, req.service, req.password)) {
-        this.logCached(req, 'auth success (cached)', 'debug');
-        return 'OK';
-      }
+  /** Stopping: send the answers the throttle holds back now. */
+  releaseHolds(): void {
+    this.holds.releaseAll();
+  }
 
-      const started = process.hrtime.bigint();
-      const outcome =
-        cache !== undefined
-          ? await this.coalesced(cache.fingerprint(req.login, realm, req.service, req.password), req)
-          : await this.runBackend(req);
-      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      this.logOutcome(req, outcome, durationMs);
-      if (cache !== undefined) {
-        if (outcome.ok) {
-          cache.commit(req.login, realm, req.service, req.password);
-        } else if (cache.mode === 'outage' && cache.lookup(req.login, realm, req.service, req.password)) {
-          if (outcome.kind === 'unavailable') {
-            // Stale-on-error: the backend cannot decide, these credentials
-            // succeeded within the TTL, so keep mail flowing.
-            // Unlike a plain success, worth seeing without -V: the mechanism is down.
-            this.logCached(req, 'auth success (cached, mechanism unavailable)', 'info');
-            return 'OK';
-          }
-          cache.forget(req.login, realm, req.service); // the password was changed or revoked
-        }
-      }
-      return outcome.text;
-    } catch (err) {
-      this.log.error({ err }, 'internal error while authenticating');
-      return 'NO internal mechanism failure';
-    } finally {
-      raw.password.fill(0);
+  handle(x: Exchange): void {
+    this.active++;
+    this.run(x)
+      .catch((err: unknown) => {
+        this.log.error({ err }, 'internal error while authenticating');
+        x.answer('NO internal mechanism failure');
+      })
+      .finally(() => this.active--);
+  }
+
+  private async run(x: Exchange): Promise<void> {
+    const started = performance.now();
+    const startedAt = Date.now();
+    const login = this.concatRealm && x.realm.length > 0 ? `${x.login}@${x.realm}` : x.login;
+    const subject: LogSubject = { login, service: x.service, realm: x.realm, clientAddr: x.clientAddr };
+
+    const cache = this.cache;
+    const cacheId = cache !== undefined ? CredentialCache.id(login, x.realm, x.service) : '';
+    if (cache !== undefined && cache.mode === 'normal' && cache.lookup(cacheId, x.fingerprint)) {
+      x.answer('OK');
+      this.logCached(subject, 'auth success (cached)', 'debug');
+      return;
     }
+
+    const attempt: Attempt = { login, realm: x.realm, fp: x.fp };
+    const addr = addressHost(x.clientAddr);
+    if (addr !== undefined) attempt.addr = addr;
+    const adm: Admission | undefined = this.throttle ? await this.throttle.admit(attempt) : undefined;
+    if (adm?.kind === 'refuse') {
+      const outcome: Outcome = {
+        ok: false,
+        kind: 'denied',
+        text: this.backend.refusalText,
+        reason: `refused without asking the mechanism: ${adm.reason}`,
+      };
+      this.logOutcome(subject, outcome, performance.now() - started, 'refused');
+      await this.holds.wait(adm.delayMs);
+      x.answer(outcome.text);
+      return;
+    }
+
+    const needsPassword = this.backend.needsPassword !== false;
+    const req: AuthRequest = {
+      login,
+      password: needsPassword ? (x.password() ?? NO_PASSWORD) : NO_PASSWORD,
+      service: x.service,
+      realm: x.realm,
+      deadline: performance.now() + this.timeoutMs,
+      timeoutMs: this.timeoutMs,
+      queue: { high: adm?.knownGood ?? false, fp: x.fp, shedAfterMs: adm?.shedAfterMs ?? 0 },
+      holdFailure: adm?.holdFailure ?? false,
+      exchange: x,
+    };
+    if (x.clientAddr !== undefined) req.clientAddr = x.clientAddr;
+
+    let outcome: Outcome;
+    try {
+      outcome = cache !== undefined ? await this.coalesced(`${cacheId}\0${x.fingerprint.toString('base64')}`, req) : await this.runBackend(req);
+    } finally {
+      req.password.fill(0);
+    }
+
+    let holdMs = 0;
+    if (adm?.kind === 'run' && this.throttle !== undefined) {
+      holdMs = await this.throttle.settle(attempt, adm, settledAs(outcome), startedAt);
+      if (!outcome.ok && outcome.kind === 'shed') holdMs = Math.max(holdMs, this.throttle.cfg.shedDelayMs - (Date.now() - startedAt));
+    }
+
+    if (cache !== undefined) {
+      if (outcome.ok) {
+        cache.commit(cacheId, x.fingerprint);
+      } else if (cache.mode === 'outage' && cache.lookup(cacheId, x.fingerprint)) {
+        if (outcome.kind === 'unavailable' || outcome.kind === 'timeout') {
+          // Stale-on-error: the backend cannot decide, these credentials
+          // succeeded within the TTL, so keep mail flowing. Unlike a plain
+          // success, worth seeing without -V: the mechanism is down.
+          this.logOutcome(subject, outcome, performance.now() - started);
+          this.logCached(subject, 'auth success (cached, mechanism unavailable)', 'info');
+          if (!outcome.answered) x.answer('OK');
+          return;
+        }
+        if (outcome.kind === 'denied') cache.forget(cacheId); // the password was changed or revoked
+      }
+    }
+
+    this.logOutcome(subject, outcome, performance.now() - started);
+    if (outcome.answered) return;
+    await this.holds.wait(holdMs);
+    x.answer(outcome.text);
   }
 
   /**
    * With the cache on, identical credentials already being checked share that
    * check: a burst of the same login (a client reconnecting, a cold cache
    * under load) costs the mechanism one verification, not one per request,
-   * exactly as if the first had finished and filled the cache.
+   * exactly as if the first had finished and filled the cache. Only the
+   * first request's own connection may have been answered by the mechanism.
    */
-  private coalesced(key: string, req: AuthRequest): Promise<Outcome> {
-    let pending = this.inflight.get(key);
-    if (pending === undefined) {
-      pending = this.runBackend(req).finally(() => this.inflight.delete(key));
-      this.inflight.set(key, pending);
+  private async coalesced(key: string, req: AuthRequest): Promise<Outcome> {
+    const pending = this.inflight.get(key);
+    if (pending !== undefined) {
+      const shared = await pending;
+      return { ...shared, answered: false };
     }
-    return pending;
+    const mine = this.runBackend(req).finally(() => this.inflight.delete(key));
+    this.inflight.set(key, mine);
+    return mine;
   }
 
   /** The backend under the deadline: one timer, one promise, no race. */
   private runBackend(req: AuthRequest): Promise<Outcome> {
-    req.deadline = performance.now() + this.timeoutMs;
+    const check = (outcome: Outcome): Outcome => {
+      if (outcome.text.startsWith('OK') || outcome.text.startsWith('NO')) return outcome;
+      this.log.error({ mech: this.backend.name }, `mechanism returned unknown response: ${this.backend.name}`);
+      return unavailable('NO internal mechanism failure');
+    };
+    const ac = new AbortController();
+    if (this.backend.ownsDeadline) return this.backend.authenticate(req, ac.signal).then(check);
     return new Promise((resolve, reject) => {
-      const ac = new AbortController();
       const timer = setTimeout(() => {
         ac.abort();
-        resolve(this.timedOut());
+        // A refusal already decided and only waiting out a delay (PAM's fail
+        // delay) is the answer: a timeout here would count as an outage.
+        resolve(req.decided ?? timedOut(this.timeoutMs));
       }, this.timeoutMs);
       this.backend.authenticate(req, ac.signal).then(
         (outcome) => {
           clearTimeout(timer);
-          if (outcome.text.startsWith('OK') || outcome.text.startsWith('NO')) {
-            resolve(outcome);
-            return;
-          }
-          this.log.error({ mech: this.backend.name }, `mechanism returned unknown response: ${this.backend.name}`);
-          resolve(unavailable('NO internal mechanism failure'));
+          resolve(check(outcome));
         },
         (err: unknown) => {
           clearTimeout(timer);
@@ -152,18 +259,14 @@ export class Authenticator {
     });
   }
 
-  /** The answer to a request whose backend missed the deadline. */
-  timedOut(): Outcome {
-    return unavailable(TIMEOUT_REPLY, `backend did not answer within ${this.timeoutMs} ms`);
-  }
-
-  private logCached(req: AuthRequest, what: string, level: 'debug' | 'info'): void {
+  private logCached(req: LogSubject, what: string, level: 'debug' | 'info'): void {
+    if (!this.resultLog.isLevelEnabled(level)) return;
     this.resultLog[level](
       {
-        user: req.login,
-        service: req.service,
-        realm: req.realm,
-        ...(req.clientAddr !== undefined ? { remote: req.clientAddr } : {}),
+        user: shown(req.login),
+        service: shown(req.service),
+        realm: shown(req.realm),
+        ...(req.clientAddr !== undefined ? { remote: shown(req.clientAddr) } : {}),
         mech: this.backend.name,
         result: 'ok',
         cached: true,
@@ -172,24 +275,38 @@ export class Authenticator {
     );
   }
 
-  /** The one line per attempt (also for attempts answered by the native listener). */
-  logOutcome(req: LogSubject, outcome: Outcome, durationMs: number): void {
-    const fields = {
-      user: req.login,
-      service: req.service,
-      realm: req.realm,
-      mech: this.backend.name,
-      ...(req.clientAddr !== undefined ? { remote: req.clientAddr } : {}),
-      result: outcome.ok ? 'ok' : outcome.kind,
-      durationMs: Math.round(durationMs * 100) / 100,
-    };
+  /** The one line per attempt. result overrides the outcome's kind in the log (a throttle refusal). */
+  logOutcome(req: LogSubject, outcome: Outcome, durationMs: number, result?: 'refused'): void {
     const at = `${where(req)} [mech=${this.backend.name}]`;
     if (outcome.ok) {
       // As Cyrus: successes only with -V/-d (the MTA logs them anyway).
-      this.resultLog.debug(fields, `auth success: ${at}`);
-    } else {
-      const level = outcome.kind === 'unavailable' ? 'warn' : 'info';
-      this.resultLog[level]({ ...fields, reason: outcome.reason }, `auth failure: ${at} [reason=${outcome.reason}]`);
+      if (!this.resultLog.isLevelEnabled('debug')) return;
+      this.resultLog.debug(this.fields(req, 'ok', durationMs), `auth success: ${at}`);
+      return;
     }
+    const level = outcome.kind === 'unavailable' || outcome.kind === 'timeout' ? 'warn' : 'info';
+    const key = `${req.login}\0${req.realm}`;
+    if (this.failureLines !== undefined && !this.failureLines.admit(key, at)) return;
+    this.resultLog[level](
+      { ...this.fields(req, result ?? outcome.kind, durationMs), reason: outcome.reason },
+      `auth failure: ${at} [reason=${outcome.reason}]`,
+    );
   }
+
+  private fields(req: LogSubject, result: string, durationMs: number): Record<string, unknown> {
+    return {
+      user: shown(req.login),
+      service: shown(req.service),
+      realm: shown(req.realm),
+      mech: this.backend.name,
+      ...(req.clientAddr !== undefined ? { remote: shown(req.clientAddr) } : {}),
+      result,
+      durationMs: Math.round(durationMs * 100) / 100,
+    };
+  }
+}
+
+function settledAs(o: Outcome): Settled {
+  if (o.ok) return 'ok';
+  return o.kind === 'denied' ? 'denied' : 'other';
 }

@@ -1,15 +1,17 @@
 // Credential cache (-c, -s KB, -t seconds) with Cyrus's semantics and without
 // its flaws. Positive-only, keyed by (login after -r, realm, service), an
 // absolute TTL from the last backend-verified success. Unlike Cyrus (an
-// unsalted MD5 in a file), an entry is an HMAC-SHA256 of the credentials
-// under a random key that exists only in this process's memory, and the
-// number of entries is bounded by -s.
+// unsalted MD5 in a file), an entry is the credentials' fingerprint, an
+// HMAC-SHA256 under a random key that exists only in this process's memory
+// (computed by the listener, so the password never reaches JavaScript for
+// it), and the number of entries is bounded by -s as Cyrus's table is.
 import crypto from 'node:crypto';
 
-/** Cyrus's bucket size; -s KB holds as many entries as Cyrus would in KB KiB. */
+/** Cyrus's table: slots of 6 buckets of 96 bytes; -s KB gives the next prime number of slots holding KB KiB. */
 export const CYRUS_BUCKET_BYTES = 96;
+export const CYRUS_BUCKETS_PER_SLOT = 6;
 /** Cyrus's default table: 1711 slots x 6 buckets. */
-export const DEFAULT_ENTRIES = 1711 * 6;
+export const DEFAULT_SLOTS = 1711;
 
 export type CacheMode = 'normal' | 'outage';
 
@@ -24,8 +26,6 @@ export interface CacheOptions {
   sizeKb?: number | undefined;
   mode: CacheMode;
   now?: () => number;
-  /** HMAC key shared by the worker processes; random when omitted. */
-  key?: Buffer | undefined;
   /** Called for each local commit/forget, to replicate it. */
   onChange?: ((op: CacheOp) => void) | undefined;
 }
@@ -35,11 +35,29 @@ interface Entry {
   created: number;
 }
 
+function isPrime(n: number): boolean {
+  if (n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}
+
+/**
+ * How many entries Cyrus's table holds for -s KB (cache.c
+ * cache_set_table_size): slots = the first prime at or above
+ * KB*1024 / (96*6), grown until slots*6*96 >= KB*1024; 6 entries a slot.
+ */
+export function cyrusEntries(sizeKb: number | undefined): number {
+  if (sizeKb === undefined) return DEFAULT_SLOTS * CYRUS_BUCKETS_PER_SLOT;
+  const bytes = sizeKb * 1024;
+  let slots = Math.max(1, Math.floor(bytes / (CYRUS_BUCKET_BYTES * CYRUS_BUCKETS_PER_SLOT)));
+  while (!isPrime(slots) || slots * CYRUS_BUCKETS_PER_SLOT * CYRUS_BUCKET_BYTES < bytes) slots++;
+  return slots * CYRUS_BUCKETS_PER_SLOT;
+}
+
 export class CredentialCache {
   readonly maxEntries: number;
   readonly ttlMs: number;
   readonly mode: CacheMode;
-  private readonly key: Buffer;
   private readonly entries = new Map<string, Entry>();
   private readonly now: () => number;
   private readonly onChange: ((op: CacheOp) => void) | undefined;
@@ -47,10 +65,8 @@ export class CredentialCache {
   constructor(opts: CacheOptions) {
     this.ttlMs = opts.ttlMs;
     this.mode = opts.mode;
-    this.maxEntries =
-      opts.sizeKb === undefined ? DEFAULT_ENTRIES : Math.max(1, Math.floor((opts.sizeKb * 1024) / CYRUS_BUCKET_BYTES));
+    this.maxEntries = cyrusEntries(opts.sizeKb);
     this.now = opts.now ?? Date.now;
-    this.key = opts.key ?? crypto.randomBytes(32);
     this.onChange = opts.onChange;
   }
 
@@ -58,36 +74,25 @@ export class CredentialCache {
     return this.entries.size;
   }
 
-  private static id(login: string, realm: string, service: string): string {
+  /** The identity an entry is kept under (Latin-1 fields: distinct bytes stay distinct). */
+  static id(login: string, realm: string, service: string): string {
     return `${login}\0${realm}\0${service}`;
   }
 
-  private mac(id: string, password: Buffer): Buffer {
-    return crypto.createHmac('sha256', this.key).update(id).update('\0').update(password).digest();
-  }
-
-  /** An opaque key for these exact credentials (no password in clear). */
-  fingerprint(login: string, realm: string, service: string, password: Buffer): string {
-    const id = CredentialCache.id(login, realm, service);
-    return `${id}\0${this.mac(id, password).toString('base64')}`;
-  }
-
-  /** True if these exact credentials succeeded within the TTL. */
-  lookup(login: string, realm: string, service: string, password: Buffer): boolean {
-    const id = CredentialCache.id(login, realm, service);
+  /** True if these exact credentials (their fingerprint) succeeded within the TTL. */
+  lookup(id: string, mac: Buffer): boolean {
     const e = this.entries.get(id);
     if (e === undefined) return false;
     if (e.created <= this.now() - this.ttlMs) {
       this.entries.delete(id);
       return false;
     }
-    return crypto.timingSafeEqual(e.mac, this.mac(id, password));
+    return e.mac.length === mac.length && crypto.timingSafeEqual(e.mac, mac);
   }
 
   /** Record a backend-verified success; replaces any entry for the identity. */
-  commit(login: string, realm: string, service: string, password: Buffer): void {
-    const id = CredentialCache.id(login, realm, service);
-    const entry = { mac: this.mac(id, password), created: this.now() };
+  commit(id: string, mac: Buffer): void {
+    const entry = { mac: Buffer.from(mac), created: this.now() };
     this.store(id, entry);
     this.onChange?.({ kind: 'commit', id, mac: entry.mac.toString('base64'), created: entry.created });
   }
@@ -109,8 +114,7 @@ export class CredentialCache {
   }
 
   /** The backend refused these credentials: forget the identity. */
-  forget(login: string, realm: string, service: string): void {
-    const id = CredentialCache.id(login, realm, service);
+  forget(id: string): void {
     this.entries.delete(id);
     this.onChange?.({ kind: 'forget', id });
   }

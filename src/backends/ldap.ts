@@ -4,7 +4,9 @@
 // Invalid password, Group member check failed, server unreachable). Each
 // authentication uses its own short-lived connection; see ldap/ for the parts.
 import type pino from 'pino';
-import { type Backend, type BackendFactory, type Outcome, unavailable } from './backend';
+import { type Backend, type BackendFactory, denied, type Outcome, shed, unavailable } from './backend';
+import { PriorityGate } from './gate';
+import { utf8Text } from '../log/display';
 import { formatIssue } from '../config/saslauthd-conf';
 import { DEFAULT_CONF_FILE, type LdapConfig, loadLdapConfig } from './ldap/config';
 import { authenticateLdap } from './ldap/methods';
@@ -37,40 +39,6 @@ function load(file: string, log: pino.Logger, previous: Loaded | undefined): Loa
   return { cfg, pool };
 }
 
-/** A counting semaphore whose waiters give up when their request is abandoned. */
-class Gate {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(private readonly limit: number) {}
-
-  async enter(signal: AbortSignal): Promise<boolean> {
-    if (this.active < this.limit) {
-      this.active++;
-      return true;
-    }
-    return new Promise<boolean>((resolve) => {
-      const go = (): void => {
-        signal.removeEventListener('abort', giveUp);
-        this.active++;
-        resolve(true);
-      };
-      const giveUp = (): void => {
-        const i = this.waiting.indexOf(go);
-        if (i >= 0) this.waiting.splice(i, 1);
-        resolve(false);
-      };
-      this.waiting.push(go);
-      signal.addEventListener('abort', giveUp, { once: true });
-    });
-  }
-
-  leave(): void {
-    this.active--;
-    this.waiting.shift()?.();
-  }
-}
-
 export const createLdapBackend: BackendFactory = async ({ mechOption, log }) => {
   const file = mechOption ?? DEFAULT_CONF_FILE;
   let current = load(file, log, undefined);
@@ -78,26 +46,36 @@ export const createLdapBackend: BackendFactory = async ({ mechOption, log }) => 
     { file, servers: current.cfg.servers.map((s) => s.uri), method: current.cfg.authMethod },
     `ldap: ${current.cfg.authMethod} against ${current.cfg.servers.map((s) => s.uri).join(' ')}`,
   );
-  const gate = new Gate(MAX_IN_FLIGHT);
+  const gate = new PriorityGate(MAX_IN_FLIGHT);
   const inFlight = new Set<AbortController>();
 
   const backend: Backend = {
     name: 'ldap',
+    refusalText: 'NO',
     async authenticate(req, signal): Promise<Outcome> {
       // A snapshot: a SIGHUP during this request does not change it.
       const { cfg, pool } = current;
-      if (!(await gate.enter(signal))) return unavailable('NO', 'ldap request abandoned while waiting for a free connection');
+      // LDAP strings are UTF-8: a login that is not cannot name an entry.
+      const login = utf8Text(req.login);
+      const service = utf8Text(req.service);
+      const reqRealm = utf8Text(req.realm);
+      if (login === undefined || service === undefined || reqRealm === undefined) {
+        return denied('NO', 'User not found (the login, service or realm is not valid UTF-8)');
+      }
+      const entered = await gate.enter(signal, { high: req.queue?.high, shedAfterMs: req.queue?.shedAfterMs });
+      if (entered === 'shed') return shed('NO');
+      if (entered === 'aborted') return unavailable('NO', 'ldap request abandoned while waiting for a free connection');
       const ac = new AbortController();
       const onAbort = (): void => ac.abort();
       signal.addEventListener('abort', onAbort, { once: true });
       if (signal.aborted) ac.abort();
       inFlight.add(ac);
       try {
-        const realm = req.realm !== '' ? req.realm : cfg.defaultRealm;
+        const realm = reqRealm !== '' ? reqRealm : cfg.defaultRealm;
         const session = new LdapSession(
           cfg,
           pool,
-          { login: req.login, service: req.service, realm },
+          { login, service, realm },
           req.password,
           ac.signal,
           log,

@@ -9,7 +9,19 @@
 // rejects in milliseconds) answers no sooner than a wrong password does.
 import { randomInt } from 'node:crypto';
 import { native, type PamResult } from '../native/binding';
-import { type Backend, type BackendFactory, type BackendOptions, denied, ok, type Outcome, unavailable } from './backend';
+import {
+  type Backend,
+  type BackendFactory,
+  type BackendOptions,
+  denied,
+  droppedCode,
+  ok,
+  type Outcome,
+  queueOf,
+  shed,
+  timedOut,
+  unavailable,
+} from './backend';
 
 /** Linux-PAM return codes (security/_pam_types.h) that the backend tells apart. */
 export const PamCode = {
@@ -125,6 +137,7 @@ export function createPam({ log }: BackendOptions): PamBackend {
 
   const backend: PamBackend = {
     name: 'pam',
+    refusalText: REPLY_AUTH_ERROR,
     get delayedCount() {
       return delays.size;
     },
@@ -134,17 +147,27 @@ export function createPam({ log }: BackendOptions): PamBackend {
       let result: PamResult | undefined;
       let outcome: Outcome;
       try {
+        const q = queueOf(req);
         result = await native.pamAuthenticate({
           service: req.service,
           user: req.login,
           password: req.password,
           ...(req.clientAddr !== undefined ? { rhost: req.clientAddr } : {}),
+          ...q,
         });
         outcome = toOutcome(result);
       } catch (err) {
+        const dropped = droppedCode(err);
+        // Shed: the throttle answers it with our wrong-password text, after its own delay.
+        if (dropped === 'ESHED') return shed(REPLY_AUTH_ERROR);
+        if (dropped === 'ETIMEDOUT') return timedOut(req.timeoutMs ?? 0);
         outcome = unavailable('NO internal mechanism failure', `pam: ${(err as Error).message}`);
       }
       if (outcome.ok) return outcome;
+      // Decided; only the fail delay remains. If the deadline passes during
+      // it, this refusal is the answer, never a timeout (which would count as
+      // an outage and could let --cache-mode outage serve an old password).
+      if (outcome.kind === 'denied') req.decided = outcome;
 
       const delayMs = failDelayUs(result) / 1000;
       if (result !== undefined) {

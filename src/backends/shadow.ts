@@ -1,13 +1,28 @@
 // shadow: /etc/passwd + /etc/shadow (through NSS: getpwnam_r/getspnam_r)
 // checked with the system's crypt(3). Mirrors Cyrus auth_shadow.c, replies
 // included; the check and the reply text live in the native addon
-// (src/native/crypt.cc), on its hashing pool.
-//
-// Without a credential cache the listener runs this mechanism natively end to
-// end (src/native/listener.cc) and hands back only shadowOutcome's input for
-// the log; with one, requests come through authenticate() below.
+// (src/native/crypt.cc). The listener hands the check to the hashing pool
+// with the connection (src/native/shadow_task.h), and the hashing thread that
+// decides answers the client itself: the password never reaches JavaScript.
+import fs from 'node:fs';
+import type pino from 'pino';
 import { native, ShadowCode } from '../native/binding';
-import { type Backend, type BackendFactory, denied, ok, type Outcome, timeLeftMs, unavailable } from './backend';
+import { chooseDummyHash } from '../crypt/dummy-hash';
+import {
+  type Backend,
+  type BackendFactory,
+  denied,
+  ok,
+  type Outcome,
+  queueOf,
+  shed,
+  timedOut,
+  unavailable,
+} from './backend';
+
+export const SHADOW_FILE = '/etc/shadow';
+export const LOGIN_DEFS = '/etc/login.defs';
+export const REFUSAL = 'NO Incorrect password';
 
 /** The outcome of a native shadow verdict: its code and the reply text the addon built. */
 export function shadowOutcome(code: ShadowCode, text: string): Outcome {
@@ -28,16 +43,51 @@ export function shadowOutcome(code: ShadowCode, text: string): Outcome {
   return unavailable('NO internal mechanism failure', `unknown shadow result code ${String(code)}`);
 }
 
-export const createShadowBackend: BackendFactory = async () => {
+function readOrUndefined(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Make unknown users cost what this host's real hashes cost (see crypt/dummy-hash.ts). */
+export function applyDummyHash(log: pino.Logger, files = { shadow: SHADOW_FILE, loginDefs: LOGIN_DEFS }): string {
+  const choice = chooseDummyHash({
+    shadowFile: files.shadow,
+    shadowText: readOrUndefined(files.shadow),
+    loginDefsFile: files.loginDefs,
+    loginDefsText: readOrUndefined(files.loginDefs),
+    gensalt: (prefix, count) => native.cryptGensalt(prefix, count),
+  });
+  if (choice !== undefined && native.setDummyHash(choice.setting)) {
+    log.debug({ method: choice.method, source: choice.source }, `shadow: unknown users are hashed as ${choice.method} (${choice.source})`);
+    return choice.method;
+  }
+  log.debug(`shadow: unknown users are hashed with libxcrypt's preferred method ${native.preferredCryptPrefix}`);
+  return native.preferredCryptPrefix;
+}
+
+export const createShadowBackend: BackendFactory = async ({ log }) => {
+  applyDummyHash(log);
   const backend: Backend = {
     name: 'shadow',
+    refusalText: REFUSAL,
+    ownsDeadline: true,
+    needsPassword: false,
     async authenticate(req) {
-      try {
-        const r = await native.shadowCheck(req.login, req.password, timeLeftMs(req));
-        return shadowOutcome(r.code, r.text);
-      } catch (err) {
-        return unavailable('NO internal mechanism failure', `shadow: ${(err as Error).message}`);
-      }
+      const x = req.exchange;
+      if (x === undefined) return unavailable('NO internal mechanism failure', 'shadow: the request has no connection');
+      const q = queueOf(req);
+      const verdict = await x.checkShadow(req.login, q, req.holdFailure ?? false);
+      if (verdict === undefined) return unavailable('NO internal mechanism failure', 'shadow: the client left before the check');
+      const [code, text, answered] = verdict;
+      if (code === -1) return { ...timedOut(req.timeoutMs ?? Math.round(q.timeoutMs)), answered };
+      if (code === -2) return { ...shed(REFUSAL), answered };
+      return { ...shadowOutcome(code, text), answered };
+    },
+    async reload() {
+      applyDummyHash(log);
     },
   };
   return backend;

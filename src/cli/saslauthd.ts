@@ -11,11 +11,14 @@ import { runCheck } from '../config/check';
 import { createLogger, type DaemonLogger } from '../log/logger';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import type { Backend } from '../backends/backend';
-import { Authenticator, TIMEOUT_REPLY } from '../auth/authenticator';
-import { shadowOutcome } from '../backends/shadow';
+import crypto from 'node:crypto';
+import { Authenticator } from '../auth/authenticator';
 import { CredentialCache, type CacheOp } from '../auth/cache';
+import { MemoryStore } from '../auth/throttle/store';
+import { Throttle } from '../auth/throttle/throttle';
+import { FailureLines } from '../log/failure-lines';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
-import { native, type NativeShadowResult } from '../native/binding';
+import { native } from '../native/binding';
 import { notifyReady, notifyStopping } from '../server/systemd';
 import {
   isWorker,
@@ -29,7 +32,7 @@ import {
 } from '../server/cluster';
 
 const CHILD_ENV = 'SASLAUTHD_TS_DETACHED';
-/** Descriptors never used for client connections (see serve()). */
+/** Descriptors never used for client connections: kept for the mechanism (NSS files, LDAP, IMAP, logs). */
 const FD_RESERVE = 64;
 const STATUS_FD = 3;
 
@@ -109,22 +112,45 @@ interface Service {
   server: SaslauthdServer;
   backend: Backend;
   cache: CredentialCache | undefined;
+  throttle: Throttle | undefined;
+  failureLines: FailureLines;
+}
+
+/** The throttle for these options (undefined with --throttle off). */
+function createThrottle(opts: DaemonOptions, log: DaemonLogger['log']): Throttle | undefined {
+  const t = opts.throttle;
+  if (t === undefined) return undefined;
+  const store = new MemoryStore({
+    windowMs: t.windowMs,
+    knownGoodTtlMs: t.knownGoodTtlMs,
+    knownGoodMax: t.knownGoodMax,
+    trackedMax: t.trackedMax,
+    penaltyAfter: t.freeFailures,
+  });
+  // Work of these credentials already queued goes first from now on.
+  const promote = (fp: number): void => {
+    native.poolPromote('hash', fp);
+    if (opts.mech === 'pam') native.poolPromote('pam', fp);
+  };
+  return new Throttle(t, store, log, promote);
 }
 
 /** Backend, cache, authenticator and listener: everything a serving process runs. */
 async function serve(
   opts: DaemonOptions,
   logger: DaemonLogger,
-  worker?: { cacheKey: Buffer; onCacheChange: (op: CacheOp) => void },
+  worker?: { key: Buffer; onCacheChange: (op: CacheOp) => void },
 ): Promise<Service> {
   const { log } = logger;
+  // The fingerprints' key: random, in memory only (workers share their primary's).
+  native.setFingerprintKey(worker?.key ?? crypto.randomBytes(32));
+  native.setPamThreads(opts.pamThreads);
   const backend = await createBackend(opts, logger);
   const cache = opts.cache
     ? new CredentialCache({
         ttlMs: opts.cacheTimeoutSec * 1000,
         sizeKb: opts.cacheSizeKb,
         mode: opts.cacheMode,
-        key: worker?.cacheKey,
         onChange: worker?.onCacheChange,
       })
     : undefined;
@@ -133,6 +159,15 @@ async function serve(
   const schedPolicy = native.preferBatchScheduling();
   log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption: opts.mechOption }, 'starting');
 
+  const throttle = createThrottle(opts, log);
+  throttle?.start();
+  const failureLines = new FailureLines(logger.resultLog, {
+    perLogin: opts.failureLinesPerLogin,
+    perSecond: opts.failureLinesPerSecond,
+    intervalMs: 60_000,
+    maxLogins: 10_000,
+  });
+  failureLines.start();
   const auth = new Authenticator({
     backend,
     concatRealm: opts.concatRealm,
@@ -140,33 +175,19 @@ async function serve(
     log,
     resultLog: logger.resultLog,
     cache,
+    throttle,
+    failureLines,
   });
   const server = new SaslauthdServer({
     socketPath: path.join(opts.runDir, SOCKET_NAME),
     readTimeoutMs: opts.readTimeoutMs,
     drainTimeoutMs: opts.drainTimeoutMs,
-    // Descriptors kept for the mechanism: NSS files, LDAP and IMAP connections, logs.
-    maxConnections: Math.max(16, fdLimit - FD_RESERVE),
-    handle: (req) => auth.handle(req),
+    // Never more than the descriptors allow, less those kept for the mechanism.
+    maxConnections: Math.max(16, Math.min(opts.maxConnections, fdLimit - FD_RESERVE)),
+    handle: (x) => auth.handle(x),
+    pending: () => auth.pending,
+    release: () => auth.releaseHolds(),
     log,
-    // shadow without a cache needs nothing from JavaScript per request: the
-    // listener answers natively and hands back the result to log.
-    ...(backend.name === 'shadow' && cache === undefined
-      ? {
-          nativeShadow: {
-            concatRealm: opts.concatRealm,
-            timeoutMs: opts.authTimeoutMs,
-            timeoutReply: TIMEOUT_REPLY,
-            logSuccess: logger.resultLog.isLevelEnabled('debug'),
-            onResult: ([login, service, realm, clientAddr, code, text, ms]: NativeShadowResult) =>
-              auth.logOutcome(
-                { login, service, realm, ...(clientAddr !== undefined ? { clientAddr } : {}) },
-                code === -1 ? auth.timedOut() : shadowOutcome(code, text),
-                ms,
-              ),
-          },
-        }
-      : {}),
   });
   try {
     await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);
@@ -174,7 +195,15 @@ async function serve(
     await backend.close?.();
     throw startupExit(err);
   }
-  return { server, backend, cache };
+  return { server, backend, cache, throttle, failureLines };
+}
+
+/** Stop serving: in-flight requests answered (up to the deadline), timers stopped. */
+async function stopService(svc: Service, deadlineMs: number): Promise<void> {
+  await svc.server.close(deadlineMs);
+  await svc.backend.close?.();
+  svc.throttle?.stop();
+  svc.failureLines.stop();
 }
 
 /** SIGHUP: empty the cache and re-read the mechanism's configuration. */
@@ -229,8 +258,7 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   const svc = await serve(opts, logger);
   const pidFile = announce(opts, log, detachedChild, 1);
   onStopSignals(logger, async () => {
-    await svc.server.close(opts.authTimeoutMs);
-    await svc.backend.close?.();
+    await stopService(svc, opts.authTimeoutMs);
     if (detachedChild) fs.rmSync(pidFile, { force: true });
   });
   process.on('SIGHUP', () => reload(svc, log));
@@ -291,10 +319,10 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
 /** A cluster worker: serves on the primary's socket until told to stop. */
 async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<void> {
   const { log } = logger;
-  const { cacheKey } = await waitForInit();
+  const { key } = await waitForInit();
   let svc: Service;
   try {
-    svc = await serve(opts, logger, { cacheKey, onCacheChange: (op) => sendToPrimary({ type: 'cache', op }) });
+    svc = await serve(opts, logger, { key, onCacheChange: (op) => sendToPrimary({ type: 'cache', op }) });
   } catch (err) {
     const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
     sendToPrimary({ type: 'fatal', message: e.message, exitCode: e.exitCode });
@@ -310,8 +338,7 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
     stopping = true;
     log.debug({ why }, `worker ${process.pid} stopping`);
     void (async () => {
-      await svc.server.close(opts.authTimeoutMs);
-      await svc.backend.close?.();
+      await stopService(svc, opts.authTimeoutMs);
       logger.flush();
       process.exit(0);
     })();

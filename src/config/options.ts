@@ -2,6 +2,7 @@
 // plus master's -f) with the same meanings, and a few long options of ours.
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { DEFAULT_THROTTLE, type ThrottleConfig } from '../auth/throttle/throttle';
 
 export const VERSION = '0.1.0';
 export const DEFAULT_RUN_DIR = '/var/spool/postfix/var/run/saslauthd';
@@ -28,11 +29,28 @@ export interface DaemonOptions {
   readTimeoutMs: number;
   authTimeoutMs: number;
   drainTimeoutMs: number;
+  /** --max-connections: open connections past which new ones wait in the backlog. */
+  maxConnections: number;
+  /** --pam-threads: PAM checks run at once. */
+  pamThreads: number;
+  /** The brute-force throttle (see src/auth/throttle/throttle.ts); undefined with --throttle off. */
+  throttle: ThrottleSettings | undefined;
+  /** Failure lines per login and interval, and per second daemon-wide, before they are summarised. */
+  failureLinesPerLogin: number;
+  failureLinesPerSecond: number;
   /** --check: validate and print the effective settings instead of starting. */
   check: boolean;
   /** --defaults-file: Cyrus-style MECHANISMS/MECH_OPTIONS/THREADS/OPTIONS file. */
   defaultsFile: string | undefined;
 }
+
+export interface ThrottleSettings extends ThrottleConfig {
+  knownGoodTtlMs: number;
+  knownGoodMax: number;
+  trackedMax: number;
+}
+
+export const DEFAULT_MAX_CONNECTIONS = 16_384;
 
 export class UsageError extends Error {
   constructor(
@@ -126,6 +144,89 @@ export function buildCommand(): Command {
     )
     .addOption(
       new Option(
+        '--max-connections <n>',
+        'open connections at most; past it new clients wait in the kernel backlog (also capped by the descriptor limit)',
+      )
+        .argParser(positiveInt('--max-connections', 1))
+        .default(DEFAULT_MAX_CONNECTIONS),
+    )
+    .addOption(
+      new Option('--pam-threads <n>', 'PAM checks run at once (1 runs PAM modules one at a time, as a -n 1 Cyrus would)')
+        .argParser(positiveInt('--pam-threads', 1))
+        .default(8),
+    )
+    .addOption(
+      new Option('--throttle <mode>', 'on: known-good priority, per-login penalties and load shedding; off: Cyrus behaviour')
+        .choices(['on', 'off'])
+        .default('on'),
+    )
+    .addOption(
+      new Option('--throttle-window <seconds>', 'failures are counted within this long of the last attempt')
+        .argParser(positiveInt('--throttle-window', 1))
+        .default(DEFAULT_THROTTLE.windowMs / 1000),
+    )
+    .addOption(
+      new Option('--throttle-free <n>', 'wrong passwords of a login in the window answered without delay')
+        .argParser(positiveInt('--throttle-free', 1))
+        .default(DEFAULT_THROTTLE.freeFailures),
+    )
+    .addOption(
+      new Option('--throttle-refuse <n>', 'wrong passwords past which attempts are refused without asking the mechanism')
+        .argParser(positiveInt('--throttle-refuse', 2))
+        .default(DEFAULT_THROTTLE.refuseAfter),
+    )
+    .addOption(
+      new Option('--throttle-delay <ms>', 'delay of the first refusal past --throttle-free; doubles with each further one')
+        .argParser(positiveInt('--throttle-delay', 1))
+        .default(DEFAULT_THROTTLE.delayMs),
+    )
+    .addOption(
+      new Option('--throttle-max-delay <ms>', 'the longest delay before a refusal')
+        .argParser(positiveInt('--throttle-max-delay', 1))
+        .default(DEFAULT_THROTTLE.maxDelayMs),
+    )
+    .addOption(
+      new Option('--throttle-cooloff <seconds>', 'how long attempts are refused once --throttle-refuse is passed')
+        .argParser(positiveInt('--throttle-cooloff', 1))
+        .default(DEFAULT_THROTTLE.cooloffMs / 1000),
+    )
+    .addOption(
+      new Option('--throttle-tracked <n>', 'logins and addresses tracked at most (least recent forgotten first)')
+        .argParser(positiveInt('--throttle-tracked', 1))
+        .default(100_000),
+    )
+    .addOption(
+      new Option('--known-good-ttl <seconds>', 'how long credentials stay known-good after their last success')
+        .argParser(positiveInt('--known-good-ttl', 1))
+        .default(7 * 86_400),
+    )
+    .addOption(
+      new Option('--known-good-max <n>', 'known-good credentials remembered at most (least recent forgotten first)')
+        .argParser(positiveInt('--known-good-max', 1))
+        .default(100_000),
+    )
+    .addOption(
+      new Option('--shed-after <ms>', 'work not known-good that waits longer than this in a queue is refused unrun (0: never)')
+        .argParser(positiveInt('--shed-after', 0))
+        .default(DEFAULT_THROTTLE.shedAfterMs),
+    )
+    .addOption(
+      new Option('--shed-delay <ms>', 'delay before the refusal of shed work')
+        .argParser(positiveInt('--shed-delay', 0))
+        .default(DEFAULT_THROTTLE.shedDelayMs),
+    )
+    .addOption(
+      new Option('--log-failures-per-login <n>', 'failure lines per login and minute before they are summarised')
+        .argParser(positiveInt('--log-failures-per-login', 0))
+        .default(5),
+    )
+    .addOption(
+      new Option('--log-failures-per-second <n>', 'failure lines per second for the whole daemon before they are summarised')
+        .argParser(positiveInt('--log-failures-per-second', 1))
+        .default(50),
+    )
+    .addOption(
+      new Option(
         '--defaults-file <path>',
         'read MECHANISMS, MECH_OPTIONS, THREADS and OPTIONS from this /etc/default file (as the systemd unit does); ' +
           'flags given here override them',
@@ -165,6 +266,28 @@ export function parseArgs(argv: string[]): ParseResult {
   const mech = String(o.a).toLowerCase();
   const runDir = String(o.m);
   if (!path.isAbsolute(runDir)) return fail('-m requires an absolute pathname');
+  const free = Number(o.throttleFree);
+  const refuse = Number(o.throttleRefuse);
+  if (refuse <= free) return fail(`--throttle-refuse (${refuse}) must be above --throttle-free (${free})`);
+  if (Number(o.throttleMaxDelay) < Number(o.throttleDelay)) {
+    return fail(`--throttle-max-delay (${String(o.throttleMaxDelay)}) must be at least --throttle-delay (${String(o.throttleDelay)})`);
+  }
+  const throttle: ThrottleSettings | undefined =
+    o.throttle === 'off'
+      ? undefined
+      : {
+          windowMs: Number(o.throttleWindow) * 1000,
+          freeFailures: free,
+          refuseAfter: refuse,
+          delayMs: Number(o.throttleDelay),
+          maxDelayMs: Number(o.throttleMaxDelay),
+          cooloffMs: Number(o.throttleCooloff) * 1000,
+          shedAfterMs: Number(o.shedAfter),
+          shedDelayMs: Number(o.shedDelay),
+          knownGoodTtlMs: Number(o.knownGoodTtl) * 1000,
+          knownGoodMax: Number(o.knownGoodMax),
+          trackedMax: Number(o.throttleTracked),
+        };
 
   return {
     kind: 'run',
@@ -186,6 +309,11 @@ export function parseArgs(argv: string[]): ParseResult {
       readTimeoutMs: Number(o.readTimeout) * 1000,
       authTimeoutMs: Number(o.authTimeout) * 1000,
       drainTimeoutMs: Number(o.drainTimeout) * 1000,
+      maxConnections: Number(o.maxConnections),
+      pamThreads: Number(o.pamThreads),
+      throttle,
+      failureLinesPerLogin: Number(o.logFailuresPerLogin),
+      failureLinesPerSecond: Number(o.logFailuresPerSecond),
       check: o.check === true,
       defaultsFile: o.defaultsFile === undefined ? undefined : String(o.defaultsFile),
     },

@@ -1,26 +1,19 @@
-// Module entry point: the crypt(3)/shadow verifier, syslog and the PAM
-// conversation live in their own files and register here.
+// Module entry point: the crypt(3)/shadow verifier, syslog, PAM, the pools
+// and the listener live in their own files and register here.
+#include <atomic>
+
 #include "addon.h"
 
-#include <cstring>
-
-namespace saslauthd {
-
-SecretBytes::SecretBytes(const Napi::Buffer<char>& buf) {
-  data_.assign(buf.Data(), buf.Data() + buf.Length());
-  data_.push_back('\0');
-}
-
-SecretBytes::SecretBytes(const char* data, size_t len) {
-  data_.assign(data, data + len);
-  data_.push_back('\0');
-}
-
-SecretBytes::~SecretBytes() { explicit_bzero(data_.data(), data_.size()); }
-
-}  // namespace saslauthd
-
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // The pools, the listener's key and the dummy hash are the process's: a
+  // second Node environment (a worker thread) loading the addon would share
+  // them with the first, tied to its loop. Refuse it instead.
+  static std::atomic<bool> loaded{false};
+  if (loaded.exchange(true)) {
+    Napi::Error::New(env, "saslauthd_native can be loaded by one Node environment per process")
+        .ThrowAsJavaScriptException();
+    return exports;
+  }
   saslauthd::InitCrypt(env, exports);
   saslauthd::InitSyslog(env, exports);
   saslauthd::InitPam(env, exports);

@@ -2,6 +2,8 @@
 // registers its exports through one Init function called from addon.cc.
 #pragma once
 #include <napi.h>
+#include <string.h>
+
 #include <string>
 #include <vector>
 
@@ -37,14 +39,16 @@ ShadowVerdict CheckShadow(const char* user, const char* password);
 // The wire reply Cyrus's shadow mechanism sends for a verdict.
 std::string ShadowReplyText(const ShadowVerdict& v);
 
-// Copies a JS Buffer into owned memory that is wiped on destruction, so a
-// password never outlives the worker that needed it.
+// Secret bytes (a password) in memory of their own, sized once (no
+// reallocation leaves an unwiped copy behind) and wiped on destruction.
 class SecretBytes {
  public:
-  SecretBytes() = default;
-  explicit SecretBytes(const Napi::Buffer<char>& buf);
-  SecretBytes(const char* data, size_t len);
-  ~SecretBytes();
+  SecretBytes() : data_(1, '\0') {}
+  SecretBytes(const char* data, size_t len) : data_(len + 1, '\0') {
+    if (len > 0) memcpy(data_.data(), data, len);
+  }
+  explicit SecretBytes(const Napi::Buffer<char>& buf) : SecretBytes(buf.Data(), buf.Length()) {}
+  ~SecretBytes() { explicit_bzero(data_.data(), data_.size()); }
   SecretBytes(const SecretBytes&) = delete;
   SecretBytes& operator=(const SecretBytes&) = delete;
   // NUL-terminated view, as crypt(3) and PAM want.
@@ -52,7 +56,28 @@ class SecretBytes {
   size_t size() const { return data_.size() - 1; }
 
  private:
-  std::vector<char> data_{'\0'};
+  std::vector<char> data_;
+};
+
+// A buffer for C library calls that fill it with other people's secrets
+// (getspnam_r's copy of /etc/shadow lines): wiped when it grows and when it
+// goes, on every path out.
+class WipedBuffer {
+ public:
+  explicit WipedBuffer(size_t n) : data_(n) {}
+  ~WipedBuffer() { Wipe(); }
+  WipedBuffer(const WipedBuffer&) = delete;
+  WipedBuffer& operator=(const WipedBuffer&) = delete;
+  char* data() { return data_.data(); }
+  size_t size() const { return data_.size(); }
+  void Grow() {
+    Wipe();
+    data_ = std::vector<char>(data_.size() * 2);
+  }
+
+ private:
+  void Wipe() { explicit_bzero(data_.data(), data_.size()); }
+  std::vector<char> data_;
 };
 
 }  // namespace saslauthd

@@ -14,16 +14,11 @@ export const enum ShadowCode {
   PasswordExpired = 8,
 }
 
-export interface ShadowResult {
-  code: ShadowCode;
-  /** The wire reply Cyrus's shadow mechanism sends for this code. */
-  text: string;
-}
-
 /** A PAM transaction's request (src/native/pam.cc). */
 export interface PamRequest {
-  /** PAM service name, passed to pam_start verbatim. */
+  /** PAM service name, passed to pam_start verbatim (Latin-1: the client's bytes). */
   service: string;
+  /** Latin-1: the client's bytes. */
   user: string;
   password: Buffer;
   /** Client address; PAM_RHOST gets the part before ';'. */
@@ -44,52 +39,76 @@ export interface PamResult {
   delayUs: number;
 }
 
-/** What a Listener reports (src/native/listener.cc). */
+/** What a Listener reports (src/native/listener.h). */
 export const enum ListenerEvent {
-  /** arg: the chunk received (a copy). */
-  Data = 0,
-  /** The client closed its side while tracked; arg: bytes received. */
-  End = 1,
-  /** The read deadline passed while tracked; arg: bytes received. */
-  ReadTimeout = 2,
-  /** The connection closed while tracked (client gone, error). */
-  Closed = 3,
-  /** arg: "CODE message"; a Closed event follows. */
-  ConnError = 4,
+  /** A whole request; arg: NativeRequest. JavaScript must answer it (reply or checkShadow). */
+  Request = 0,
+  /** Refused before any check, already answered; arg: [message, field?, length?]. */
+  Rejected = 1,
+  /** Closed before the request was complete; arg: [why, bytes received, detail?]. */
+  Incomplete = 2,
   /** accept(2) failed; arg: "CODE message". Out of descriptors, accepting pauses 100 ms; logged at most every 5 s. */
-  AcceptError = 5,
+  AcceptError = 3,
   /** maxConnections are open; accepting waits for one to close. arg: maxConnections. At most every 5 s. */
-  ConnLimit = 6,
-  /** A native shadow check was answered (serveShadow); arg: NativeShadowResult. */
-  Result = 7,
-  /** Native mode refused a request before any check; arg: [message, field?, length?]. */
-  Rejected = 8,
+  ConnLimit = 4,
+  /** A request JavaScript holds lost its client before the answer; arg: "CODE message". */
+  Gone = 5,
 }
 
-/** [login after the -r join, service, realm, client address, code (-1: deadline passed), reply text, ms]. */
-export type NativeShadowResult = [string, string, string, string | undefined, ShadowCode | -1, string, number];
+/**
+ * [login, service, realm, client address, fingerprint]. Strings are Latin-1:
+ * one character per byte the client sent (Buffer.from(s, 'latin1') gives the
+ * bytes back). The fingerprint is HMAC-SHA256(key; login, realm, password).
+ */
+export type NativeRequest = [string, string, string, string | undefined, Buffer];
+
+/** Why a connection closed before its request was complete. */
+export type IncompleteWhy = 'eof' | 'timeout' | 'error';
+
+/** A native shadow check's end: [code (ShadowCode, or -1 expired, -2 shed), reply text, already answered to the client]. */
+export type NativeShadowVerdict = [ShadowCode | -1 | -2, string, boolean];
 
 /**
- * Accepts on a listening UNIX socket and runs each connection's I/O in C++:
- * JavaScript sees a connection's bytes until it replies or destroys it.
+ * Accepts on a listening UNIX socket and runs each connection's I/O, decoding
+ * and Cyrus's pre-checks in C++: JavaScript gets one Request per connection.
  */
 export interface NativeListener {
   open(fd: number): void;
-  /** Write the reply, half-close, discard input until EOF or the drain deadline. False if already gone. */
+  /** Write the reply, half-close, discard input until EOF or the drain deadline. False if already answered or gone. */
   reply(id: number, bytes: Buffer): boolean;
+  /** A copy of the request's password (wipe it when done); undefined once answered or gone. */
+  password(id: number): Buffer | undefined;
+  /**
+   * Check the request's password with the shadow mechanism on the hashing
+   * pool, as user (Latin-1). The hashing thread answers the client itself,
+   * except a refusal when holdFailure is set, or a check that expired or was
+   * shed: JavaScript answers those. Undefined if the request is not waiting
+   * for JavaScript (answered, gone).
+   */
+  checkShadow(
+    id: number,
+    user: string,
+    timeoutMs: number,
+    high: boolean,
+    fp: number,
+    shedAfterMs: number,
+    holdFailure: boolean,
+  ): Promise<NativeShadowVerdict> | undefined;
   destroy(id: number): void;
   stopAccepting(): void;
   destroyAll(): void;
-  /**
-   * From now on answer each request natively with the shadow mechanism:
-   * decode, -r join, checks, deadline and reply in C++; JavaScript gets
-   * Result and Rejected events to log (Result for successes only with
-   * logSuccess), and no Data events.
-   */
-  serveShadow(concatRealm: boolean, timeoutMs: number, timeoutReply: string, logSuccess: boolean): void;
   readonly count: number;
-  /** Native checks whose result has not been delivered yet. */
+  /** Requests handed to JavaScript or to a check and not answered yet. */
   readonly busy: number;
+}
+
+export interface PoolStats {
+  threads: number;
+  running: number;
+  queuedHigh: number;
+  queuedNormal: number;
+  oldestNormalWaitMs: number;
+  pending: number;
 }
 
 export interface NativeAddon {
@@ -102,15 +121,32 @@ export interface NativeAddon {
   /** socket + bind + listen on a UNIX path; returns the descriptor (close-on-exec). Throws with .code. */
   bindUnixSocket(path: string, backlog: number): number;
   closeFd(fd: number): void;
-  pamAuthenticate(req: PamRequest): Promise<PamResult>;
+  /** The key of the fingerprints the listener computes (at least 16 bytes). */
+  setFingerprintKey(key: Buffer): void;
+  /** The listener's decoder on the given chunks (tests: the property test's subject). */
+  decodeRequestForTest(chunks: Buffer[]): DecodedForTest;
   /**
-   * The hashing pool (src/native/pool.cc): one thread per usable CPU. A job
-   * still queued timeoutMs after the call never runs; it rejects with code
-   * ETIMEDOUT.
+   * A PAM transaction on the PAM pool. user and service are Latin-1 (the
+   * client's bytes). A task still queued timeoutMs after the call never
+   * runs (rejects, code ETIMEDOUT); ordinary work queued longer than
+   * shedAfterMs is shed (code ESHED).
    */
-  cryptVerify(password: Buffer, hash: string, timeoutMs?: number): Promise<boolean>;
-  shadowCheck(user: string, password: Buffer, timeoutMs?: number): Promise<ShadowResult>;
+  pamAuthenticate(req: PamRequest & QueueOptions): Promise<PamResult>;
+  /**
+   * crypt(3) on the hashing pool (one thread per usable CPU). Same queueing
+   * rules as pamAuthenticate.
+   */
+  cryptVerify(password: Buffer, hash: string, timeoutMs?: number, high?: boolean, fp?: number, shedAfterMs?: number): Promise<boolean>;
+  /** What an unknown user's password is hashed against; false if libxcrypt cannot use it. */
+  setDummyHash(setting: string): boolean;
+  /** libxcrypt's crypt_gensalt: a setting for prefix ("$6$", "$y$"...) and count (rounds, cost); undefined if refused. */
+  cryptGensalt(prefix: string, count: number): string | undefined;
   readonly hashThreads: number;
+  poolStats(pool: 'hash' | 'pam'): PoolStats;
+  /** Queued ordinary work with this fingerprint becomes known-good work; returns how many tasks moved. */
+  poolPromote(pool: 'hash' | 'pam', fp: number): number;
+  /** PAM threads (before the first PAM check; default 8). */
+  setPamThreads(n: number): void;
   /**
    * SCHED_BATCH for this thread and those it creates from now on, unless a
    * policy other than SCHED_OTHER is already set; returns the policy in force.
@@ -121,6 +157,31 @@ export interface NativeAddon {
   openlog(ident: string): void;
   syslog(priority: number, message: string): void;
 }
+
+/** How a check waits for a thread (the throttle's decision). */
+export interface QueueOptions {
+  /** ms the task may wait in the queue; past it, it never runs. */
+  timeoutMs?: number;
+  /** Known-good credentials: ahead of all other work, never shed. */
+  high?: boolean;
+  /** 32 bits of the credentials' fingerprint (to promote queued work). */
+  fp?: number;
+  /** Ordinary work queued longer than this is shed (0: never). */
+  shedAfterMs?: number;
+}
+
+export type DecodedForTest =
+  | { kind: 'incomplete'; received: number }
+  | { kind: 'oversize'; field: string; length: number; received: number }
+  | {
+      kind: 'request';
+      login: Buffer;
+      password: Buffer;
+      service: Buffer;
+      realm: Buffer;
+      clientAddr?: Buffer;
+      received: number;
+    };
 
 // dist/src/native/binding.js -> <package root>/build/Release
 const addonPath = path.resolve(__dirname, '..', '..', '..', 'build', 'Release', 'saslauthd_native.node');

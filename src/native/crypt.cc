@@ -1,14 +1,13 @@
 // crypt(3) through the system's libxcrypt, off the main thread.
 //
-// Two entry points, both jobs on the hashing pool (pool.h):
-//   cryptVerify(password, hash[, timeoutMs])  -> Promise<boolean>   (LDAP {CRYPT})
-//   shadowCheck(user, password[, timeoutMs])  -> Promise<{code, text}>
-// (text: the wire reply). The listener's native shadow path (listener.cc)
-// calls CheckShadow directly.
-// A job still queued after timeoutMs is never run (rejects, code ETIMEDOUT).
-// shadowCheck follows Cyrus auth_shadow.c step for step (getpwnam, getspnam,
+//   cryptVerify(password, hash[, timeoutMs, high, fp, shedAfterMs]) -> Promise<boolean>
+// a job on the hashing pool (pool.h), for LDAP's {CRYPT} values; and
+// CheckShadow, which the listener's shadow checks (shadow_task.h) run there.
+// CheckShadow follows Cyrus auth_shadow.c step for step (getpwnam, getspnam,
 // *NP*, crypt compare, account expiry, password aging) so replies match, and
-// spends one hash on every path so timing does not reveal which accounts exist.
+// spends one hash on every path so timing does not reveal which accounts
+// exist: for an unknown user, the dummy hash has the method and cost of the
+// hashes this host really holds (setDummyHash, chosen in JavaScript).
 #include <crypt.h>
 #include <errno.h>
 #include <pwd.h>
@@ -19,6 +18,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -28,9 +28,16 @@
 namespace saslauthd {
 namespace {
 
-// A setting of the system's preferred method and default cost, hashed
-// against when there is no real hash to check (unknown user, locked hash).
+// The setting hashed against when there is no real hash to check (unknown
+// user, locked hash): by default libxcrypt's preferred method and cost; the
+// daemon replaces it with a hash like the ones /etc/shadow holds.
+std::mutex g_dummy_mu;
 std::string g_dummy_setting;
+
+std::string DummySetting() {
+  std::lock_guard<std::mutex> lock(g_dummy_mu);
+  return g_dummy_setting;
+}
 
 bool ConstantTimeEquals(const char* a, const char* b) {
   size_t la = strlen(a), lb = strlen(b);
@@ -49,13 +56,13 @@ bool CryptMatches(const char* password, const char* hash) {
   bool ok = out != nullptr && out[0] != '*' && ConstantTimeEquals(out, hash);
   if (out == nullptr || out[0] == '*') {
     memset(data.get(), 0, sizeof(crypt_data));
-    crypt_rn(password, g_dummy_setting.c_str(), data.get(), sizeof(crypt_data));
+    crypt_rn(password, DummySetting().c_str(), data.get(), sizeof(crypt_data));
   }
   explicit_bzero(data.get(), sizeof(crypt_data));
   return ok;
 }
 
-void DummyHash(const char* password) { CryptMatches(password, g_dummy_setting.c_str()); }
+void DummyHash(const char* password) { CryptMatches(password, DummySetting().c_str()); }
 
 bool NotFound(int err) {
   return err == 0 || err == ENOENT || err == ESRCH || err == EBADF || err == EPERM;
@@ -77,21 +84,23 @@ class CryptVerifyJob : public PoolJob {
 }  // namespace
 
 ShadowVerdict CheckShadow(const char* user, const char* password) {
-  std::vector<char> buf(16384);
+  WipedBuffer buf(16384);
   struct passwd pw;
   struct passwd* pwp = nullptr;
   int err;
-  while ((err = getpwnam_r(user, &pw, buf.data(), buf.size(), &pwp)) == ERANGE) buf.resize(buf.size() * 2);
+  while ((err = getpwnam_r(user, &pw, buf.data(), buf.size(), &pwp)) == ERANGE) buf.Grow();
   if (pwp == nullptr) {
     DummyHash(password);
     if (NotFound(err)) return {kInvalidUser, ""};
     return {kUserLookupFailure, strerror(err)};
   }
 
-  std::vector<char> sbuf(16384);
+  // nss_files fills this with /etc/shadow lines, other users' hashes among
+  // them: wiped before each resize and on every way out.
+  WipedBuffer sbuf(16384);
   struct spwd sp;
   struct spwd* spp = nullptr;
-  while ((err = getspnam_r(user, &sp, sbuf.data(), sbuf.size(), &spp)) == ERANGE) sbuf.resize(sbuf.size() * 2);
+  while ((err = getspnam_r(user, &sp, sbuf.data(), sbuf.size(), &spp)) == ERANGE) sbuf.Grow();
   if (spp == nullptr) {
     DummyHash(password);
     if (NotFound(err)) return {kInvalidShadowUser, ""};
@@ -102,7 +111,6 @@ ShadowVerdict CheckShadow(const char* user, const char* password) {
     return {kNisNotAllowed, ""};
   }
   bool match = CryptMatches(password, sp.sp_pwdp);
-  explicit_bzero(sbuf.data(), sbuf.size());
   if (!match) return {kIncorrectPassword, ""};
   long today = static_cast<long>(time(nullptr) / 86400);
   // As Cyrus: sp_expire == 0 is "expired" (cyrus-sasl#254), and sp_lstchg
@@ -138,61 +146,66 @@ std::string ShadowReplyText(const ShadowVerdict& v) {
 
 namespace {
 
-class ShadowJob : public PoolJob {
- public:
-  ShadowJob(Napi::Env env, double timeout_ms, std::string user, const Napi::Buffer<char>& pw)
-      : PoolJob(env, timeout_ms), user_(std::move(user)), password_(pw) {}
-
-  void Execute() override { verdict_ = CheckShadow(user_.c_str(), password_.c_str()); }
-
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("code", Napi::Number::New(env, verdict_.code));
-    r.Set("text", Napi::String::New(env, ShadowReplyText(verdict_)));
-    return r;
-  }
-
- private:
-  std::string user_;
-  SecretBytes password_;
-  ShadowVerdict verdict_{kIncorrectPassword, ""};
-};
-
-// The optional third argument: ms the job may wait in the queue; none = forever.
-bool TimeoutArg(const Napi::CallbackInfo& info, double* timeout_ms) {
-  *timeout_ms = -1;
-  if (info.Length() < 3 || info[2].IsUndefined()) return true;
-  if (!info[2].IsNumber()) return false;
-  *timeout_ms = std::max(0.0, info[2].As<Napi::Number>().DoubleValue());
-  return true;
-}
-
+// cryptVerify(password, hash[, timeoutMs, high, fp, shedAfterMs]): timeoutMs
+// is how long the job may wait in the queue (none: forever); high, fp and
+// shedAfterMs are the throttle's queueing decision (pool.h).
 Napi::Value CryptVerify(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  double timeout_ms;
-  if (info.Length() < 2 || !info[0].IsBuffer() || !info[1].IsString() || !TimeoutArg(info, &timeout_ms)) {
-    Napi::TypeError::New(env, "cryptVerify(password: Buffer, hash: string, timeoutMs?: number)")
+  auto opt = [&](size_t i) { return info.Length() > i && !info[i].IsUndefined(); };
+  bool valid = info.Length() >= 2 && info[0].IsBuffer() && info[1].IsString() && (!opt(2) || info[2].IsNumber()) &&
+               (!opt(3) || info[3].IsBoolean()) && (!opt(4) || info[4].IsNumber()) && (!opt(5) || info[5].IsNumber());
+  if (!valid) {
+    Napi::TypeError::New(env,
+                         "cryptVerify(password: Buffer, hash: string, timeoutMs?: number, high?: boolean, fp?: number, "
+                         "shedAfterMs?: number)")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  double timeout_ms = opt(2) ? std::max(0.0, info[2].As<Napi::Number>().DoubleValue()) : -1;
   auto* job = new CryptVerifyJob(env, timeout_ms, info[0].As<Napi::Buffer<char>>(), info[1].As<Napi::String>().Utf8Value());
+  job->SetPriority(opt(3) && info[3].As<Napi::Boolean>().Value(), opt(4) ? info[4].As<Napi::Number>().Uint32Value() : 0);
+  if (opt(5)) job->SetShedAfter(info[5].As<Napi::Number>().DoubleValue());
   Napi::Promise p = job->Promise();
-  job->Submit();
+  job->Submit(HashPool(env));
   return p;
 }
 
-Napi::Value ShadowCheck(const Napi::CallbackInfo& info) {
+// setDummyHash(setting): what an unknown user's password is hashed against.
+// Rejected (false) if libxcrypt cannot hash with it.
+Napi::Value SetDummyHash(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  double timeout_ms;
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBuffer() || !TimeoutArg(info, &timeout_ms)) {
-    Napi::TypeError::New(env, "shadowCheck(user: string, password: Buffer, timeoutMs?: number)")
-        .ThrowAsJavaScriptException();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "setDummyHash(setting: string)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto* job = new ShadowJob(env, timeout_ms, info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Buffer<char>>());
-  Napi::Promise p = job->Promise();
-  job->Submit();
-  return p;
+  std::string setting = info[0].As<Napi::String>().Utf8Value();
+  auto data = std::make_unique<crypt_data>();
+  memset(data.get(), 0, sizeof(crypt_data));
+  const char* out = crypt_rn("probe", setting.c_str(), data.get(), sizeof(crypt_data));
+  bool usable = out != nullptr && out[0] != '*';
+  explicit_bzero(data.get(), sizeof(crypt_data));
+  if (usable) {
+    std::lock_guard<std::mutex> lock(g_dummy_mu);
+    g_dummy_setting = setting;
+  }
+  return Napi::Boolean::New(env, usable);
+}
+
+// cryptGensalt(prefix, count) -> a setting (libxcrypt's crypt_gensalt), or
+// undefined: the method and cost login.defs names, for a host without hashes.
+Napi::Value CryptGensalt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, "cryptGensalt(prefix: string, count: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string prefix = info[0].As<Napi::String>().Utf8Value();
+  char buf[CRYPT_GENSALT_OUTPUT_SIZE];
+  const char* s = crypt_gensalt_rn(prefix.empty() ? nullptr : prefix.c_str(),
+                                   static_cast<unsigned long>(info[1].As<Napi::Number>().Int64Value()), nullptr, 0, buf,
+                                   sizeof buf);
+  if (s == nullptr || s[0] == '*') return env.Undefined();
+  return Napi::String::New(env, s);
 }
 
 // Thousands of concurrent clients need thousands of descriptors; raise the
@@ -214,7 +227,8 @@ void InitCrypt(Napi::Env env, Napi::Object exports) {
   const char* s = crypt_gensalt_rn(nullptr, 0, nullptr, 0, buf, sizeof buf);
   g_dummy_setting = s != nullptr ? s : "$6$saslauthdts$";
   exports.Set("cryptVerify", Napi::Function::New(env, CryptVerify));
-  exports.Set("shadowCheck", Napi::Function::New(env, ShadowCheck));
+  exports.Set("setDummyHash", Napi::Function::New(env, SetDummyHash));
+  exports.Set("cryptGensalt", Napi::Function::New(env, CryptGensalt));
   exports.Set("raiseFdLimit", Napi::Function::New(env, RaiseFdLimit));
   exports.Set("preferredCryptPrefix", Napi::String::New(env, g_dummy_setting.substr(0, g_dummy_setting.find('$', 1) + 1)));
 }

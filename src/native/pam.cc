@@ -1,9 +1,14 @@
 // PAM authentication, as Cyrus auth_pam.c does it, off the main thread.
 //
-//   pamAuthenticate({service, user, password, rhost?})
+//   pamAuthenticate({service, user, password, rhost?, timeoutMs?, high?, fp?, shedAfterMs?})
 //     -> Promise<{ok, code, stage, message, delayUs}>
 //
-// One AsyncWorker per call on the libuv thread pool: pam_start(service, user)
+// One task per call on the PAM pool (pool.h: threads of our own, not libuv's,
+// so a slow PAM stack never stalls fs and DNS work; known-good first; a task
+// still queued at its deadline never runs, so a backlog behind sssd or LDAP
+// does not later run pam_authenticate for clients long gone and bump their
+// faillock counters). service and user are Latin-1 strings: one character
+// per byte the client sent, passed to PAM as those bytes. pam_start(service, user)
 // -> [PAM_RHOST] -> PAM_FAIL_DELAY hook -> pam_authenticate(PAM_SILENT |
 // PAM_DISALLOW_NULL_AUTHTOK) ->
 // pam_acct_mgmt(PAM_SILENT) -> pam_end. The fail-delay hook makes libpam hand
@@ -18,6 +23,7 @@
 #include <string>
 
 #include "addon.h"
+#include "pool.h"
 
 namespace saslauthd {
 namespace {
@@ -102,13 +108,12 @@ void FailDelay(int /* status */, unsigned usec, void* appdata) {
   data->delay_reported = true;
 }
 
-class PamWorker : public Napi::AsyncWorker {
+class PamTask : public PoolJob {
  public:
-  PamWorker(Napi::Env env, std::string service, std::string user, const Napi::Buffer<char>& pw,
-            bool has_rhost, std::string rhost)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), service_(std::move(service)),
-        user_(std::move(user)), password_(pw), has_rhost_(has_rhost), rhost_(std::move(rhost)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  PamTask(Napi::Env env, double timeout_ms, std::string service, std::string user, const Napi::Buffer<char>& pw,
+          bool has_rhost, std::string rhost)
+      : PoolJob(env, timeout_ms), service_(std::move(service)), user_(std::move(user)), password_(pw),
+        has_rhost_(has_rhost), rhost_(std::move(rhost)) {}
 
   void Execute() override {
     ConvData data{user_.c_str(), password_.c_str(), nullptr, 0, false};
@@ -157,20 +162,17 @@ class PamWorker : public Napi::AsyncWorker {
     pam_end(pamh, code_);
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
+  Napi::Value Result(Napi::Env env) override {
     Napi::Object r = Napi::Object::New(env);
     r.Set("ok", Napi::Boolean::New(env, code_ == PAM_SUCCESS && stage_ == "done"));
     r.Set("code", Napi::Number::New(env, code_));
     r.Set("stage", Napi::String::New(env, stage_));
     r.Set("message", Napi::String::New(env, message_));
     r.Set("delayUs", Napi::Number::New(env, delay_us_));
-    deferred_.Resolve(r);
+    return r;
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
  private:
-  Napi::Promise::Deferred deferred_;
   std::string service_;
   std::string user_;
   SecretBytes password_;
@@ -182,9 +184,21 @@ class PamWorker : public Napi::AsyncWorker {
   unsigned delay_us_ = 0;
 };
 
+std::string Latin1Bytes(const Napi::Value& v) {
+  size_t len = 0;
+  napi_get_value_string_latin1(v.Env(), v, nullptr, 0, &len);
+  std::string out(len, '\0');
+  napi_get_value_string_latin1(v.Env(), v, out.data(), len + 1, &len);
+  // A C string: PAM stops at a NUL anyway, so cut there.
+  out.resize(strnlen(out.c_str(), out.size()));
+  return out;
+}
+
 Napi::Value PamAuthenticate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* usage = "pamAuthenticate({service: string, user: string, password: Buffer, rhost?: string})";
+  const char* usage =
+      "pamAuthenticate({service: string, user: string, password: Buffer, rhost?: string, timeoutMs?: number, "
+      "high?: boolean, fp?: number, shedAfterMs?: number})";
   if (info.Length() < 1 || !info[0].IsObject()) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
     return env.Undefined();
@@ -194,16 +208,24 @@ Napi::Value PamAuthenticate(const Napi::CallbackInfo& info) {
   Napi::Value user = o.Get("user");
   Napi::Value password = o.Get("password");
   Napi::Value rhost = o.Get("rhost");
+  Napi::Value timeout = o.Get("timeoutMs");
+  Napi::Value high = o.Get("high");
+  Napi::Value fp = o.Get("fp");
+  Napi::Value shed = o.Get("shedAfterMs");
   bool has_rhost = !rhost.IsUndefined() && !rhost.IsNull();
-  if (!service.IsString() || !user.IsString() || !password.IsBuffer() || (has_rhost && !rhost.IsString())) {
+  if (!service.IsString() || !user.IsString() || !password.IsBuffer() || (has_rhost && !rhost.IsString()) ||
+      !(timeout.IsUndefined() || timeout.IsNumber()) || !(high.IsUndefined() || high.IsBoolean()) ||
+      !(fp.IsUndefined() || fp.IsNumber()) || !(shed.IsUndefined() || shed.IsNumber())) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  auto* w = new PamWorker(env, service.As<Napi::String>().Utf8Value(), user.As<Napi::String>().Utf8Value(),
-                          password.As<Napi::Buffer<char>>(), has_rhost,
-                          has_rhost ? rhost.As<Napi::String>().Utf8Value() : std::string());
-  Napi::Promise p = w->Promise();
-  w->Queue();
+  auto* t = new PamTask(env, timeout.IsNumber() ? timeout.As<Napi::Number>().DoubleValue() : -1,
+                        Latin1Bytes(service), Latin1Bytes(user), password.As<Napi::Buffer<char>>(), has_rhost,
+                        has_rhost ? Latin1Bytes(rhost) : std::string());
+  t->SetPriority(high.IsBoolean() && high.As<Napi::Boolean>().Value(), fp.IsNumber() ? fp.As<Napi::Number>().Uint32Value() : 0);
+  if (shed.IsNumber()) t->SetShedAfter(shed.As<Napi::Number>().DoubleValue());
+  Napi::Promise p = t->Promise();
+  t->Submit(PamPool(env));
   return p;
 }
 

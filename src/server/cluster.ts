@@ -21,7 +21,7 @@ export type ToPrimary =
   | { type: 'cache'; op: CacheOp };
 
 export type ToWorker =
-  | { type: 'init'; cacheKey: string }
+  | { type: 'init'; key: string }
   | { type: 'shutdown' }
   | { type: 'reload' }
   | { type: 'cache'; op: CacheOp };
@@ -40,13 +40,13 @@ export function sendToPrimary(msg: ToPrimary): void {
   process.send?.(msg);
 }
 
-/** In a worker: resolves with the init message (the shared cache key). */
-export function waitForInit(): Promise<{ cacheKey: Buffer }> {
+/** In a worker: resolves with the init message (the fingerprint key every worker shares). */
+export function waitForInit(): Promise<{ key: Buffer }> {
   return new Promise((resolve) => {
     const onMessage = (msg: ToWorker): void => {
       if (msg.type !== 'init') return;
       process.off('message', onMessage);
-      resolve({ cacheKey: Buffer.from(msg.cacheKey, 'base64') });
+      resolve({ key: Buffer.from(msg.key, 'base64') });
     };
     process.on('message', onMessage);
   });
@@ -74,7 +74,8 @@ const RESTART_WINDOW_MS = 60_000;
 const MAX_RESTARTS = 5;
 
 export class Primary {
-  private readonly cacheKey = crypto.randomBytes(32).toString('base64');
+  /** The fingerprint key every worker uses, so cache entries replicate between them. */
+  private readonly key = crypto.randomBytes(32).toString('base64');
   private readonly workers = new Set<Worker>();
   private listening = new Set<Worker>();
   private stopping = false;
@@ -109,7 +110,7 @@ export class Primary {
   private fork(onListening: () => void, onFatal: (message: string, exitCode: number) => void): void {
     const w = cluster.fork();
     this.workers.add(w);
-    w.send({ type: 'init', cacheKey: this.cacheKey } satisfies ToWorker);
+    w.send({ type: 'init', key: this.key } satisfies ToWorker);
     let fatal: { message: string; exitCode: number } | undefined;
     w.on('message', (msg: ToPrimary) => {
       if (msg.type === 'listening') {

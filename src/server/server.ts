@@ -1,11 +1,14 @@
 // The UNIX-socket listener: <run dir>/mux, mode 0777 with access controlled
 // by the directory (as Cyrus and Debian do), stale-socket recovery, and a
 // graceful close that answers what is in flight before removing the socket.
+// The socket work itself (accept, I/O, decoding, deadlines) is native
+// (src/native/listener.h); this hands each decoded request to the
+// authenticator and logs what the listener reports.
 import fs from 'node:fs';
 import net from 'node:net';
 import type pino from 'pino';
-import { native, ListenerEvent, type NativeListener, type NativeShadowResult } from '../native/binding';
-import { Connection, type ConnectionOptions } from './connection';
+import { native, ListenerEvent, type IncompleteWhy, type NativeListener, type NativeRequest } from '../native/binding';
+import { Exchange } from './exchange';
 
 export const SOCKET_NAME = 'mux';
 
@@ -18,23 +21,21 @@ export class StartupError extends Error {
   }
 }
 
-export interface ServerOptions extends ConnectionOptions {
+export interface ServerOptions {
   socketPath: string;
+  /** A request whose bytes have not all arrived by then is dropped. */
+  readTimeoutMs: number;
+  /** A client that keeps the connection open after its answer is closed after this. */
+  drainTimeoutMs: number;
   /** Open connections beyond which new ones wait in the kernel's backlog. */
   maxConnections: number;
+  /** Answers one request (exactly once, through the exchange). */
+  handle(x: Exchange): void;
+  /** Requests the handler is still deciding or holding back. */
+  pending(): number;
+  /** Stopping: answer what is held back now. */
+  release(): void;
   log: pino.Logger;
-  /**
-   * Answer with the shadow mechanism inside the native listener (see
-   * listener.cc); handle() is then not called. onResult logs each answer.
-   */
-  nativeShadow?: {
-    concatRealm: boolean;
-    timeoutMs: number;
-    timeoutReply: string;
-    /** Report successes too (they are logged at debug only); failures always are. */
-    logSuccess: boolean;
-    onResult(r: NativeShadowResult): void;
-  };
 }
 
 /** Is a daemon answering on this socket? ENOENT/ECONNREFUSED mean no. */
@@ -61,11 +62,6 @@ export function probeSocket(socketPath: string, timeoutMs = 1000): Promise<'live
 
 export class SaslauthdServer {
   private readonly listener: NativeListener;
-  /** Connections JavaScript still holds: reading or being answered. */
-  private readonly connections = new Map<number, Connection>();
-  private readonly forget = (id: number): void => {
-    this.connections.delete(id);
-  };
   private shared = false;
 
   constructor(private readonly opts: ServerOptions) {
@@ -75,8 +71,6 @@ export class SaslauthdServer {
       opts.drainTimeoutMs,
       opts.maxConnections,
     );
-    const ns = opts.nativeShadow;
-    if (ns !== undefined) this.listener.serveShadow(ns.concatRealm, ns.timeoutMs, ns.timeoutReply, ns.logSuccess);
   }
 
   /** Open connections, including those draining after their reply. */
@@ -85,55 +79,40 @@ export class SaslauthdServer {
   }
 
   private onEvent(kind: ListenerEvent, id: number, arg: unknown): void {
-    let c = this.connections.get(id);
+    const { log } = this.opts;
     switch (kind) {
-      case ListenerEvent.Data:
-        if (c === undefined) {
-          c = new Connection(id, this.listener, this.opts, this.forget);
-          this.connections.set(id, c);
-        }
-        c.onData(arg as Buffer);
-        return;
-      case ListenerEvent.End:
-        (c ?? this.idle(id)).onEnd(arg as number);
-        return;
-      case ListenerEvent.ReadTimeout:
-        (c ?? this.idle(id)).onReadTimeout(arg as number);
-        return;
-      case ListenerEvent.Closed:
-        this.connections.delete(id);
-        return;
-      case ListenerEvent.ConnError:
-        // ECONNRESET and the like: the client reset the connection before its answer.
-        this.opts.log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
-        return;
-      case ListenerEvent.AcceptError:
-        this.opts.log.error(
-          { code: String(arg).split(' ')[0] },
-          `socket accept failure: ${String(arg)}; new connections wait in the backlog`,
-        );
-        return;
-      case ListenerEvent.ConnLimit:
-        this.opts.log.warn(
-          { maxConnections: arg },
-          `connection limit reached: ${String(arg)} open (the descriptor limit less a reserve for the mechanism); ` +
-            'new connections wait in the backlog until one closes',
-        );
-        return;
-      case ListenerEvent.Result:
-        this.opts.nativeShadow?.onResult(arg as NativeShadowResult);
-        return;
-      case ListenerEvent.Rejected: {
-        const [message, field, length] = arg as [string, string?, number?];
-        this.opts.log.error(field !== undefined ? { field, length } : {}, message);
+      case ListenerEvent.Request: {
+        const [login, service, realm, addr, fingerprint] = arg as NativeRequest;
+        this.opts.handle(new Exchange(this.listener, id, login, service, realm, addr, fingerprint));
         return;
       }
+      case ListenerEvent.Rejected: {
+        const [message, field, length] = arg as [string, string?, number?];
+        log.error(field !== undefined ? { field, length } : {}, message);
+        return;
+      }
+      case ListenerEvent.Incomplete: {
+        const [why, bytes, detail] = arg as [IncompleteWhy, number, string?];
+        if (why === 'eof') log.info({ bytes }, 'client closed before the request was complete');
+        else if (why === 'timeout') {
+          log.warn({ bytes, timeoutMs: this.opts.readTimeoutMs }, 'request not received within the read timeout; closing connection');
+        } else log.debug({ bytes, code: detail?.split(' ')[0] }, `connection error before the request was complete: ${detail ?? ''}`);
+        return;
+      }
+      case ListenerEvent.Gone:
+        // ECONNRESET and the like: the client reset the connection before its answer.
+        log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
+        return;
+      case ListenerEvent.AcceptError:
+        log.error({ code: String(arg).split(' ')[0] }, `socket accept failure: ${String(arg)}; new connections wait in the backlog`);
+        return;
+      case ListenerEvent.ConnLimit:
+        log.warn(
+          { maxConnections: arg },
+          `connection limit reached: ${String(arg)} open (--max-connections); new connections wait in the backlog until one closes`,
+        );
+        return;
     }
-  }
-
-  /** A connection that has sent nothing yet (JavaScript creates state on the first byte). */
-  private idle(id: number): Connection {
-    return new Connection(id, this.listener, this.opts, this.forget);
   }
 
   /**
@@ -184,18 +163,19 @@ export class SaslauthdServer {
   }
 
   /**
-   * Stop accepting, let in-flight requests be answered (up to deadlineMs),
-   * then end the stragglers. The socket file is removed.
+   * Stop accepting, send what the throttle holds back, let in-flight requests
+   * be answered (up to deadlineMs), then end the stragglers. The socket file
+   * is removed.
    */
   async close(deadlineMs: number): Promise<void> {
     this.listener.stopAccepting();
+    this.opts.release();
     const until = Date.now() + deadlineMs;
-    const busy = (): boolean => this.listener.busy > 0 || [...this.connections.values()].some((c) => c.busy);
-    while (busy() && Date.now() < until) {
+    while ((this.listener.busy > 0 || this.opts.pending() > 0) && Date.now() < until) {
+      this.opts.release();
       await new Promise((r) => setTimeout(r, 20));
     }
     this.listener.destroyAll();
-    this.connections.clear();
     if (this.shared) return; // the primary owns the socket file
     fs.rmSync(this.opts.socketPath, { force: true });
   }

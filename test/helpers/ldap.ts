@@ -92,7 +92,12 @@ export async function startLdapDaemon(values: ConfValues | string, extraArgs: st
   startWatchdog(dir, { uniqueArg: confPath });
   let d: RunningDaemon;
   try {
-    d = await startDaemon({ args: ['-a', 'ldap', '-O', confPath, ...extraArgs], runDir });
+    // explain() reads each attempt's own log line: none may be folded into
+    // the per-login summaries the daemon writes under a flood.
+    d = await startDaemon({
+      args: ['-a', 'ldap', '-O', confPath, '--log-failures-per-login', '100000', '--log-failures-per-second', '100000', ...extraArgs],
+      runDir,
+    });
   } catch (err) {
     fs.rmSync(dir, { recursive: true, force: true });
     throw err;

@@ -13,7 +13,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import type pino from 'pino';
-import { type AuthRequest, type Backend, type BackendFactory, denied, ok, type Outcome, unavailable } from '../backend';
+import { type AuthRequest, type Backend, type BackendFactory, denied, ok, type Outcome, shed, unavailable } from '../backend';
+import { PriorityGate } from '../gate';
 import { buildCommand, type LiteralSupport, wipeParts } from './command';
 import { RimapError, type RimapErrorCode } from './errors';
 import { capabilitiesOf, type ImapResponse } from './response-decoder';
@@ -148,8 +149,13 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+/** Connections to IMAP servers at once; more requests wait their turn (known-good first). */
+const MAX_IN_FLIGHT = 64;
+
 export class RimapBackend implements Backend {
   readonly name = 'rimap';
+  readonly refusalText = REPLY.rejected;
+  private readonly gate = new PriorityGate(MAX_IN_FLIGHT);
   private servers: Server[];
   private readonly live = new Set<ImapSession>();
   private closing = false;
@@ -176,16 +182,23 @@ export class RimapBackend implements Backend {
     // Our own copy: the caller wipes req.password when its deadline passes,
     // possibly while a write of ours is still queued.
     const secret = Buffer.from(req.password);
-    const login = Buffer.from(req.login, 'utf8');
+    // The bytes the client sent (Latin-1 string: one character per byte).
+    const login = Buffer.from(req.login, 'latin1');
+    let entered = false;
     try {
       if (login.includes(0) || secret.includes(0)) {
         return denied(REPLY.rejected, 'login or password holds a NUL byte, which IMAP cannot carry; not sent');
       }
+      const gate = await this.gate.enter(signal, { high: req.queue?.high, shedAfterMs: req.queue?.shedAfterMs });
+      if (gate === 'shed') return shed(REPLY.rejected);
+      if (gate === 'aborted') return unavailable(REPLY.unavailable, 'rimap request abandoned while waiting for a free connection');
+      entered = true;
       return await this.tryServers(login, secret, signal);
     } catch (err) {
       this.log.error({ err: { message: (err as Error).message } }, 'rimap: internal error');
       return unavailable(REPLY.internal);
     } finally {
+      if (entered) this.gate.leave();
       secret.fill(0);
     }
   }

@@ -1,8 +1,13 @@
+// The credential cache: Cyrus's semantics (positive only, absolute TTL, keyed
+// by login, realm and service) over the listener's fingerprints.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CredentialCache, DEFAULT_ENTRIES } from '../../../src/auth/cache';
+import { CredentialCache, cyrusEntries } from '../../../src/auth/cache';
+import { fingerprint } from '../../helpers/exchange';
 
-const pw = (s: string): Buffer => Buffer.from(s);
+const id = CredentialCache.id;
+const mac = (login: string, realm: string, password: string): Buffer =>
+  fingerprint(Buffer.from(login, 'latin1'), Buffer.from(realm, 'latin1'), Buffer.from(password));
 
 function clock(start = 1_000_000): { now: () => number; advance: (ms: number) => void } {
   let t = start;
@@ -11,87 +16,84 @@ function clock(start = 1_000_000): { now: () => number; advance: (ms: number) =>
 
 test('hits only for the same login, realm, service and password', () => {
   const c = new CredentialCache({ ttlMs: 60_000, mode: 'normal' });
-  c.commit('bob', 'ex.org', 'smtp', pw('right'));
-  assert.equal(c.lookup('bob', 'ex.org', 'smtp', pw('right')), true);
-  assert.equal(c.lookup('bob', 'ex.org', 'smtp', pw('wrong')), false);
-  assert.equal(c.lookup('bob', 'ex.org', 'imap', pw('right')), false);
-  assert.equal(c.lookup('bob', '', 'smtp', pw('right')), false);
-  assert.equal(c.lookup('alice', 'ex.org', 'smtp', pw('right')), false);
+  c.commit(id('bob', 'ex.org', 'smtp'), mac('bob', 'ex.org', 'right'));
+  assert.equal(c.lookup(id('bob', 'ex.org', 'smtp'), mac('bob', 'ex.org', 'right')), true);
+  assert.equal(c.lookup(id('bob', 'ex.org', 'smtp'), mac('bob', 'ex.org', 'wrong')), false);
+  assert.equal(c.lookup(id('bob', 'ex.org', 'imap'), mac('bob', 'ex.org', 'right')), false);
+  assert.equal(c.lookup(id('bob', '', 'smtp'), mac('bob', '', 'right')), false);
+  assert.equal(c.lookup(id('alice', 'ex.org', 'smtp'), mac('alice', 'ex.org', 'right')), false);
 });
 
 test('field boundaries are part of the key ("ab"+"c" differs from "a"+"bc")', () => {
   const c = new CredentialCache({ ttlMs: 60_000, mode: 'normal' });
-  c.commit('ab', 'c', 's', pw('p'));
-  assert.equal(c.lookup('a', 'bc', 's', pw('p')), false);
+  c.commit(id('ab', 'c', 's'), mac('ab', 'c', 'p'));
+  assert.equal(c.lookup(id('a', 'bc', 's'), mac('a', 'bc', 'p')), false);
+  assert.notDeepEqual(mac('ab', 'c', 'p'), mac('a', 'bc', 'p'));
 });
 
 test('entries expire after the TTL, counted from the commit (a hit does not refresh)', () => {
   const t = clock();
   const c = new CredentialCache({ ttlMs: 5000, mode: 'normal', now: t.now });
-  c.commit('bob', '', 'smtp', pw('pw'));
+  c.commit(id('bob', '', 'smtp'), mac('bob', '', 'pw'));
   t.advance(4000);
-  assert.equal(c.lookup('bob', '', 'smtp', pw('pw')), true);
+  assert.equal(c.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw')), true);
   t.advance(1000);
-  assert.equal(c.lookup('bob', '', 'smtp', pw('pw')), false);
+  assert.equal(c.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw')), false);
   assert.equal(c.size, 0, 'an expired entry is dropped when seen');
 });
 
 test('a new password replaces the entry; the old one no longer hits', () => {
   const c = new CredentialCache({ ttlMs: 60_000, mode: 'normal' });
-  c.commit('bob', '', 'smtp', pw('old'));
-  c.commit('bob', '', 'smtp', pw('new'));
-  assert.equal(c.lookup('bob', '', 'smtp', pw('old')), false);
-  assert.equal(c.lookup('bob', '', 'smtp', pw('new')), true);
+  c.commit(id('bob', '', 'smtp'), mac('bob', '', 'old'));
+  c.commit(id('bob', '', 'smtp'), mac('bob', '', 'new'));
+  assert.equal(c.lookup(id('bob', '', 'smtp'), mac('bob', '', 'old')), false);
+  assert.equal(c.lookup(id('bob', '', 'smtp'), mac('bob', '', 'new')), true);
   assert.equal(c.size, 1);
+});
+
+test('-s 96 holds what Cyrus’s table holds: 173 slots of 6 buckets', () => {
+  // Cyrus cache.c: the first prime number of slots at or above
+  // 96*1024 / (96*6) = 170.7 whose buckets hold at least 96 KiB: 173.
+  assert.equal(cyrusEntries(96), 173 * 6);
+  assert.equal(new CredentialCache({ ttlMs: 1, sizeKb: 96, mode: 'normal' }).maxEntries, 1038);
+});
+
+test('without -s it holds as many entries as Cyrus’s default table (1711 slots x 6)', () => {
+  assert.equal(new CredentialCache({ ttlMs: 1, mode: 'normal' }).maxEntries, 10266);
 });
 
 test('-s bounds the number of entries, evicting the oldest commit first', () => {
   const c = new CredentialCache({ ttlMs: 60_000, sizeKb: 1, mode: 'normal' });
-  assert.equal(c.maxEntries, 10); // 1024 / 96
-  for (let i = 0; i < 25; i++) c.commit(`u${i}`, '', 's', pw('p'));
-  assert.equal(c.size, 10);
-  assert.equal(c.lookup('u14', '', 's', pw('p')), false);
-  assert.equal(c.lookup('u15', '', 's', pw('p')), true);
-  assert.equal(c.lookup('u24', '', 's', pw('p')), true);
+  const n = c.maxEntries;
+  for (let i = 0; i < n + 15; i++) c.commit(id(`u${i}`, '', 's'), mac(`u${i}`, '', 'p'));
+  assert.equal(c.size, n);
+  assert.equal(c.lookup(id('u14', '', 's'), mac('u14', '', 'p')), false);
+  assert.equal(c.lookup(id(`u${n + 14}`, '', 's'), mac(`u${n + 14}`, '', 'p')), true);
 });
 
 test('re-committing an identity makes it the youngest for eviction', () => {
   const c = new CredentialCache({ ttlMs: 60_000, sizeKb: 1, mode: 'normal' });
-  for (let i = 0; i < 10; i++) c.commit(`u${i}`, '', 's', pw('p'));
-  c.commit('u0', '', 's', pw('p'));
-  c.commit('u10', '', 's', pw('p'));
-  assert.equal(c.lookup('u0', '', 's', pw('p')), true);
-  assert.equal(c.lookup('u1', '', 's', pw('p')), false);
-});
-
-test('without -s it holds as many entries as Cyrus’s default table', () => {
-  assert.equal(new CredentialCache({ ttlMs: 1, mode: 'normal' }).maxEntries, DEFAULT_ENTRIES);
-  assert.equal(DEFAULT_ENTRIES, 10266);
-});
-
-test('two caches never agree on a MAC (the key is random per process)', () => {
-  const a = new CredentialCache({ ttlMs: 60_000, mode: 'normal' });
-  const b = new CredentialCache({ ttlMs: 60_000, mode: 'normal' });
-  const mac = (c: CredentialCache): Buffer =>
-    (c as unknown as { mac(id: string, p: Buffer): Buffer }).mac('bob\0\0smtp', pw('pw'));
-  assert.notDeepEqual(mac(a), mac(b));
-  assert.equal(mac(a).length, 32);
+  const n = c.maxEntries;
+  for (let i = 0; i < n; i++) c.commit(id(`u${i}`, '', 's'), mac(`u${i}`, '', 'p'));
+  c.commit(id('u0', '', 's'), mac('u0', '', 'p'));
+  c.commit(id('extra', '', 's'), mac('extra', '', 'p'));
+  assert.equal(c.lookup(id('u0', '', 's'), mac('u0', '', 'p')), true);
+  assert.equal(c.lookup(id('u1', '', 's'), mac('u1', '', 'p')), false);
 });
 
 test('forget drops the identity', () => {
   const c = new CredentialCache({ ttlMs: 60_000, mode: 'outage' });
-  c.commit('bob', '', 'smtp', pw('pw'));
-  c.forget('bob', '', 'smtp');
-  assert.equal(c.lookup('bob', '', 'smtp', pw('pw')), false);
+  c.commit(id('bob', '', 'smtp'), mac('bob', '', 'pw'));
+  c.forget(id('bob', '', 'smtp'));
+  assert.equal(c.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw')), false);
 });
 
-test('changes replicate between caches that share a key (worker processes)', () => {
-  const key = Buffer.alloc(32, 7);
-  const a = new CredentialCache({ ttlMs: 60_000, mode: 'normal', key, onChange: (op) => b.apply(op) });
-  const b = new CredentialCache({ ttlMs: 60_000, mode: 'normal', key });
-  a.commit('bob', '', 'smtp', pw('pw'));
-  assert.equal(b.lookup('bob', '', 'smtp', pw('pw')), true);
-  assert.equal(b.lookup('bob', '', 'smtp', pw('other')), false);
-  a.forget('bob', '', 'smtp');
-  assert.equal(b.lookup('bob', '', 'smtp', pw('pw')), false);
+test('changes replicate between caches (worker processes, which share the fingerprint key)', () => {
+  const b = new CredentialCache({ ttlMs: 60_000, mode: 'normal' });
+  const a = new CredentialCache({ ttlMs: 60_000, mode: 'normal', onChange: (op) => b.apply(op) });
+  a.commit(id('bob', '', 'smtp'), mac('bob', '', 'pw'));
+  assert.equal(b.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw')), true);
+  assert.equal(b.lookup(id('bob', '', 'smtp'), mac('bob', '', 'other')), false);
+  a.forget(id('bob', '', 'smtp'));
+  assert.equal(b.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw')), false);
 });
