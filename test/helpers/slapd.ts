@@ -64,6 +64,14 @@ export const ADMIN_PASSWORD = 'admin-Secret9';
 export interface SlapdOptions {
   /** TLSVerifyClient demand: TLS clients must present a certificate from the CA. */
   requireClientCert?: boolean;
+  /** Log every operation (slapd -d stats): output() then holds "BIND dn=..." lines, slapd's own record of binds. */
+  logStats?: boolean;
+}
+
+/** How many simple binds as dn slapd logged (needs logStats). */
+export function bindsAs(output: string, dn: string): number {
+  const needle = `BIND dn="${dn}" method=128`;
+  return output.split('\n').filter((l) => l.includes(needle)).length;
 }
 
 export interface Slapd {
@@ -319,7 +327,7 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
     };
     const start = async (): Promise<void> => {
       if (running()) return;
-      const child = spawn('slapd', ['-f', conf, '-h', `${ldapUrl} ${ldapsUrl} ${ldapiUrl}`, '-d', '0'], {
+      const child = spawn('slapd', ['-f', conf, '-h', `${ldapUrl} ${ldapsUrl} ${ldapiUrl}`, '-d', opts.logStats ? 'stats' : '0'], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       handle.child = child;

@@ -183,8 +183,14 @@ export class Throttle {
     }
     if (result === 'ok') {
       if (await this.store.addKnownGood(a.fp, now)) this.onKnownGood(a.fp);
-      const was = await this.store.clear(adm.keys.all);
-      adm.keys.all.forEach((key, i) => {
+      // A success clears the count of what it speaks for. Credentials that
+      // were already known-good prove nothing about whoever else is guessing
+      // this login (and clearing on them would hand a guesser a fresh set of
+      // tries with every routine login of the owner); they still clear their
+      // own address.
+      const cleared = adm.knownGood ? adm.keys.all.filter((k) => !k.startsWith('u:')) : adm.keys.all;
+      const was = await this.store.clear(cleared);
+      cleared.forEach((key, i) => {
         const st = was[i];
         if (st !== undefined && (st.failures > this.cfg.freeFailures || st.cooloffUntil > now)) {
           this.log.info({ throttle: 'leave', ...this.fields(key) }, `throttle: ${this.describe(key)} leaves its penalty: successful login`);
@@ -200,17 +206,15 @@ export class Throttle {
     }
     let worst = 0;
     for (const key of adm.keys.all) {
-      const before = (await this.store.load([key], now))[0];
-      const st = await this.store.fail(key, a.fp, now);
-      await this.transitions(key, before, st, now);
-      worst = Math.max(worst, st.failures);
+      const { before, after } = await this.store.fail(key, a.fp, now);
+      await this.transitions(key, before, after, now);
+      worst = Math.max(worst, after.failures);
     }
     return Math.max(0, this.delayFor(worst) - (now - startedAt));
   }
 
   /** One line when a key enters a penalty or a cool-off, not one per attempt. */
-  private async transitions(key: string, before: Tracked | undefined, st: Tracked, now: number): Promise<void> {
-    const was = before?.failures ?? 0;
+  private async transitions(key: string, was: number, st: Tracked, now: number): Promise<void> {
     if (was <= this.cfg.freeFailures && st.failures > this.cfg.freeFailures) {
       this.log.info(
         { throttle: 'penalty', failures: st.failures, ...this.fields(key) },

@@ -1,0 +1,172 @@
+// The throttle's policy on its own, with a clock of its own: thresholds,
+// delays, cool-offs, windows, addresses, and the memory a flood may cost.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pino from 'pino';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { MemoryStore } from '../../../src/auth/throttle/store';
+import { DEFAULT_THROTTLE, Throttle, type Admission, type Attempt, type ThrottleConfig } from '../../../src/auth/throttle/throttle';
+
+const silent = pino({ level: 'silent' });
+
+function setup(cfg: Partial<ThrottleConfig> = {}, store: Partial<ConstructorParameters<typeof MemoryStore>[0]> = {}) {
+  let now = 1_000_000;
+  const full = { ...DEFAULT_THROTTLE, ...cfg };
+  // The daemon's default bounds (--known-good-max, --throttle-tracked).
+  const s = new MemoryStore({ windowMs: full.windowMs, knownGoodTtlMs: 86_400_000, knownGoodMax: 100_000, trackedMax: 100_000, penaltyAfter: full.freeFailures, ...store });
+  const promoted: number[] = [];
+  const t = new Throttle(full, s, silent, (fp) => promoted.push(fp), () => now);
+  clocks.set(t, () => now);
+  return { t, s, promoted, advance: (ms: number) => (now += ms), now: () => now };
+}
+
+const clocks = new WeakMap<Throttle, () => number>();
+
+/** One attempt through admit and, if run, settle with the given result (the mechanism answering at once). */
+async function attempt(t: Throttle, a: Attempt, result: 'ok' | 'denied' | 'other'): Promise<{ adm: Admission; holdMs: number }> {
+  const adm = await t.admit(a);
+  if (adm.kind === 'refuse') return { adm, holdMs: adm.delayMs };
+  return { adm, holdMs: await t.settle(a, adm, result, clocks.get(t)?.() ?? Date.now()) };
+}
+
+const bob = (fp: number, addr?: string): Attempt => ({ login: 'bob', realm: '', fp, ...(addr ? { addr } : {}) });
+
+test('the defaults leave a mistyping human alone: 5 free failures in 10 minutes, refusals only past 20', () => {
+  assert.equal(DEFAULT_THROTTLE.freeFailures, 5);
+  assert.equal(DEFAULT_THROTTLE.windowMs, 600_000);
+  assert.equal(DEFAULT_THROTTLE.refuseAfter, 20);
+});
+
+test('delays double from the first failure past the free ones, up to the cap', () => {
+  const { t } = setup({ delayMs: 2000, maxDelayMs: 15_000, freeFailures: 5 });
+  assert.deepEqual([5, 6, 7, 8, 9, 10, 50].map((n) => t.delayFor(n)), [0, 2000, 4000, 8000, 15_000, 15_000, 15_000]);
+});
+
+test('distinct wrong passwords: free, then held back, then refused without the mechanism', async () => {
+  const { t } = setup();
+  const kinds: string[] = [];
+  for (let i = 0; i < 25; i++) {
+    const r = await attempt(t, bob(i), 'denied');
+    kinds.push(r.adm.kind === 'refuse' ? 'refuse' : r.holdMs > 0 ? 'held' : 'free');
+  }
+  assert.deepEqual(kinds, [...Array(5).fill('free'), ...Array(15).fill('held'), ...Array(5).fill('refuse')]);
+});
+
+test('a held attempt tells the mechanism not to answer a refusal itself', async () => {
+  const { t } = setup();
+  for (let i = 0; i < 5; i++) await attempt(t, bob(i), 'denied');
+  const adm = await t.admit(bob(99));
+  assert.equal(adm.kind === 'run' && adm.holdFailure, true);
+});
+
+test('a repeated wrong password never escalates', async () => {
+  const { t } = setup();
+  for (let i = 0; i < 100; i++) {
+    const r = await attempt(t, bob(42), 'denied');
+    assert.equal(r.adm.kind, 'run');
+    assert.equal(r.holdMs, 0);
+  }
+});
+
+test('known-good credentials run first and are never held or refused', async () => {
+  const { t, promoted } = setup();
+  await attempt(t, bob(7), 'ok');
+  assert.deepEqual(promoted, [7], 'newly known-good: queued work is promoted');
+  for (let i = 0; i < 30; i++) await attempt(t, bob(100 + i), 'denied');
+  const adm = await t.admit(bob(7));
+  assert.equal(adm.kind, 'run');
+  assert.equal(adm.kind === 'run' && adm.knownGood, true);
+  assert.equal(adm.kind === 'run' && adm.holdFailure, false);
+  assert.equal(adm.kind === 'run' && adm.shedAfterMs, 0, 'never shed');
+});
+
+test('a known-good success does not reset the count others built up; a new success does', async () => {
+  const { t } = setup();
+  await attempt(t, bob(7), 'ok');
+  for (let i = 0; i < 22; i++) await attempt(t, bob(100 + i), 'denied');
+  await attempt(t, bob(7), 'ok');
+  assert.equal((await t.admit(bob(999))).kind, 'refuse', 'still cooling off after the owner’s routine login');
+});
+
+test('a success of credentials not yet known-good resets the login', async () => {
+  const { t } = setup();
+  for (let i = 0; i < 4; i++) await attempt(t, bob(100 + i), 'denied');
+  await attempt(t, bob(8), 'ok');
+  for (let i = 0; i < 5; i++) assert.equal((await attempt(t, bob(200 + i), 'denied')).holdMs, 0);
+});
+
+test('a known-good password that now fails stops being known-good', async () => {
+  const { t } = setup();
+  await attempt(t, bob(7), 'ok');
+  await attempt(t, bob(7), 'denied');
+  const adm = await t.admit(bob(7));
+  assert.equal(adm.kind === 'run' && adm.knownGood, false);
+});
+
+test('outcomes that say nothing about the password (outage, timeout, shed) never count', async () => {
+  const { t } = setup();
+  for (let i = 0; i < 50; i++) assert.equal((await attempt(t, bob(i), 'other')).holdMs, 0);
+  assert.equal((await t.admit(bob(1000))).kind, 'run');
+});
+
+test('the cool-off ends after its time, then one more wrong password starts the next', async () => {
+  const { t, advance } = setup({ cooloffMs: 60_000 });
+  for (let i = 0; i < 20; i++) await attempt(t, bob(i), 'denied');
+  assert.equal((await t.admit(bob(500))).kind, 'refuse');
+  advance(60_001);
+  assert.equal((await attempt(t, bob(501), 'denied')).adm.kind, 'run');
+  assert.equal((await t.admit(bob(502))).kind, 'refuse');
+});
+
+test('the window: with no attempt for that long, a login starts afresh', async () => {
+  const { t, advance } = setup({ windowMs: 600_000, cooloffMs: 60_000 });
+  for (let i = 0; i < 20; i++) await attempt(t, bob(i), 'denied');
+  advance(59_000);
+  assert.equal((await t.admit(bob(600))).kind, 'refuse');
+  advance(600_001);
+  for (let i = 0; i < 5; i++) assert.equal((await attempt(t, bob(700 + i), 'denied')).holdMs, 0, 'free again');
+});
+
+test('with an address: the address and the pair refuse, the login alone only delays', async () => {
+  const { t } = setup();
+  for (let i = 0; i < 25; i++) await attempt(t, bob(i, '198.51.100.7'), 'denied');
+  assert.equal((await t.admit(bob(900, '198.51.100.7'))).kind, 'refuse', 'the attacking address');
+  assert.equal((await t.admit({ login: 'carol', realm: '', fp: 901, addr: '198.51.100.7' })).kind, 'refuse', 'any login from it');
+  const clean = await t.admit(bob(902, '203.0.113.9'));
+  assert.equal(clean.kind, 'run', 'the login from a clean address is still checked');
+  assert.equal(clean.kind === 'run' && clean.holdFailure, true, 'but a refusal there is held back');
+  const noAddr = await t.admit(bob(903));
+  assert.equal(noAddr.kind, 'refuse', 'without an address the login itself refuses');
+});
+
+test('a flood of a million distinct logins grows memory by less than 64 MB', async () => {
+  const { t, s } = setup();
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const rss = (): number => {
+    gc();
+    return process.memoryUsage().rss;
+  };
+  const before = rss();
+  for (let i = 0; i < 1_000_000; i++) await attempt(t, { login: `spray-${i}-user@example.org`, realm: 'example.org', fp: i }, 'denied');
+  const grown = (rss() - before) / 1024 / 1024;
+  assert.ok(s.size.tracked <= 131_072, `${s.size.tracked} tracked`);
+  assert.ok(grown < 64, `RSS grew by ${grown.toFixed(1)} MB`);
+});
+
+test('a flood of a million distinct wrong passwords for one login keeps a handful of marks', async () => {
+  const { t, s, now } = setup({ refuseAfter: 2_000_000, freeFailures: 1_000_000 });
+  for (let i = 0; i < 1_000_000; i++) await attempt(t, bob(i), 'denied');
+  const [st] = await s.load(['u:bob\0'], now());
+  assert.equal(st?.failures, 1_000_000);
+  assert.equal(s.size.tracked, 1);
+});
+
+test('known-good entries are bounded, and the newest survive', async () => {
+  const { t, s, now } = setup({}, { knownGoodMax: 100 });
+  for (let i = 0; i < 1000; i++) await attempt(t, { login: `u${i}`, realm: '', fp: i }, 'ok');
+  assert.ok(s.size.knownGood <= 128, `${s.size.knownGood} held`);
+  assert.equal(await s.isKnownGood(999, now()), true);
+  assert.equal(await s.isKnownGood(0, now()), false);
+});
