@@ -15,6 +15,7 @@ import crypto from 'node:crypto';
 import { Authenticator } from '../auth/authenticator';
 import { CredentialCache, type CacheOp } from '../auth/cache';
 import { MemoryStore } from '../auth/throttle/store';
+import { ReplicatedStore, type ThrottleOp } from '../auth/throttle/replicated';
 import { Throttle } from '../auth/throttle/throttle';
 import { FailureLines } from '../log/failure-lines';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
@@ -113,33 +114,40 @@ interface Service {
   backend: Backend;
   cache: CredentialCache | undefined;
   throttle: Throttle | undefined;
+  /** In a worker: the throttle's store, to apply the other workers' changes. */
+  sharedThrottle: ReplicatedStore | undefined;
   failureLines: FailureLines;
 }
 
-/** The throttle for these options (undefined with --throttle off). */
-function createThrottle(opts: DaemonOptions, log: DaemonLogger['log']): Throttle | undefined {
+/** The throttle for these options (undefined with --throttle off); in a worker, its state is shared with the others. */
+function createThrottle(
+  opts: DaemonOptions,
+  log: DaemonLogger['log'],
+  share?: (op: ThrottleOp) => void,
+): { throttle: Throttle; replicated: ReplicatedStore | undefined } | undefined {
   const t = opts.throttle;
   if (t === undefined) return undefined;
-  const store = new MemoryStore({
+  const memory = new MemoryStore({
     windowMs: t.windowMs,
     knownGoodTtlMs: t.knownGoodTtlMs,
     knownGoodMax: t.knownGoodMax,
     trackedMax: t.trackedMax,
     penaltyAfter: t.freeFailures,
   });
+  const replicated = share !== undefined ? new ReplicatedStore(memory, share) : undefined;
   // Work of these credentials already queued goes first from now on.
   const promote = (fp: number): void => {
     native.poolPromote('hash', fp);
     if (opts.mech === 'pam') native.poolPromote('pam', fp);
   };
-  return new Throttle(t, store, log, promote);
+  return { throttle: new Throttle(t, replicated ?? memory, log, promote), replicated };
 }
 
 /** Backend, cache, authenticator and listener: everything a serving process runs. */
 async function serve(
   opts: DaemonOptions,
   logger: DaemonLogger,
-  worker?: { key: Buffer; onCacheChange: (op: CacheOp) => void },
+  worker?: { key: Buffer; onCacheChange: (op: CacheOp) => void; onThrottleChange: (op: ThrottleOp) => void },
 ): Promise<Service> {
   const { log } = logger;
   // The fingerprints' key: random, in memory only (workers share their primary's).
@@ -159,7 +167,8 @@ async function serve(
   const schedPolicy = native.preferBatchScheduling();
   log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption: opts.mechOption }, 'starting');
 
-  const throttle = createThrottle(opts, log);
+  const made = createThrottle(opts, log, worker?.onThrottleChange);
+  const throttle = made?.throttle;
   throttle?.start();
   const failureLines = new FailureLines(logger.resultLog, {
     perLogin: opts.failureLinesPerLogin,
@@ -195,7 +204,7 @@ async function serve(
     await backend.close?.();
     throw startupExit(err);
   }
-  return { server, backend, cache, throttle, failureLines };
+  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, failureLines };
 }
 
 /** Stop serving: in-flight requests answered (up to the deadline), timers stopped. */
@@ -322,7 +331,11 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
   const { key } = await waitForInit();
   let svc: Service;
   try {
-    svc = await serve(opts, logger, { key, onCacheChange: (op) => sendToPrimary({ type: 'cache', op }) });
+    svc = await serve(opts, logger, {
+      key,
+      onCacheChange: (op) => sendToPrimary({ type: 'cache', op }),
+      onThrottleChange: (op) => sendToPrimary({ type: 'throttle', op }),
+    });
   } catch (err) {
     const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
     sendToPrimary({ type: 'fatal', message: e.message, exitCode: e.exitCode });
@@ -347,6 +360,7 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
     if (msg.type === 'shutdown') stop('primary asked');
     else if (msg.type === 'reload') reload(svc, log);
     else if (msg.type === 'cache') svc.cache?.apply(msg.op);
+    else if (msg.type === 'throttle') void svc.sharedThrottle?.apply(msg.op);
   });
   process.on('disconnect', () => stop('primary gone'));
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -297,6 +297,13 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
     'timeouts',
     `read ${opts.readTimeoutMs / 1000} s, auth ${opts.authTimeoutMs / 1000} s, drain ${opts.drainTimeoutMs / 1000} s`,
   ]);
+  settings.push(['connections (--max-connections)', String(opts.maxConnections)]);
+  settings.push(['PAM threads (--pam-threads)', String(opts.pamThreads)]);
+  for (const row of throttleSettings(opts)) settings.push(row);
+  settings.push([
+    'failure lines',
+    `${opts.failureLinesPerLogin} per login a minute, ${opts.failureLinesPerSecond} a second in all; the rest summarised each minute`,
+  ]);
   if (opts.debug && origins.has('-d') && !cmdline.includes('-d')) {
     issues.push({
       severity: 'warning',
@@ -309,6 +316,26 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
     [...fileArgs, ...cmdline.filter((_a, i) => !isDefaultsFileArg(cmdline, i))].join(' '),
   ]);
   return { issues, settings, options: opts };
+}
+
+/** The throttle's settings as --check prints them: every threshold, window, cap and TTL. */
+export function throttleSettings(opts: DaemonOptions): Array<[string, string]> {
+  const t = opts.throttle;
+  if (t === undefined) return [['throttle (--throttle)', 'off: no priority, delays, refusals or shedding (Cyrus behaviour)']];
+  const s = (ms: number): string => `${ms / 1000} s`;
+  return [
+    ['throttle (--throttle)', 'on'],
+    ['  window', `${s(t.windowMs)} (--throttle-window)`],
+    ['  free failures', `${t.freeFailures} (--throttle-free)`],
+    ['  delays', `${t.delayMs} ms doubling to ${t.maxDelayMs} ms (--throttle-delay, --throttle-max-delay)`],
+    ['  refused past', `${t.refuseAfter} failures, for ${s(t.cooloffMs)} (--throttle-refuse, --throttle-cooloff)`],
+    ['  tracked at most', `${t.trackedMax} logins and addresses (--throttle-tracked)`],
+    ['  known-good', `${t.knownGoodMax} at most, for ${s(t.knownGoodTtlMs)} after their last success (--known-good-max, --known-good-ttl)`],
+    [
+      '  shedding',
+      t.shedAfterMs === 0 ? 'off (--shed-after 0)' : `after ${t.shedAfterMs} ms in a queue, refused after ${t.shedDelayMs} ms (--shed-after, --shed-delay)`,
+    ],
+  ];
 }
 
 function isDefaultsFileArg(argv: readonly string[], i: number): boolean {

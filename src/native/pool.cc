@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <chrono>
 
 namespace saslauthd {
 
@@ -21,6 +22,11 @@ namespace {
 // the deadlines while any waits: the bound is seconds, so a tenth of one is
 // precise enough and costs nothing when the queue is empty (the timer stops).
 constexpr uint64_t kSweepMs = 100;
+
+// How long a thread that finished known-good work waits for more before it
+// starts ordinary work (see Run): a client's round trip, with room for a
+// busy event loop, and small beside any hash worth queueing.
+constexpr uint64_t kGraceNs = 3'000'000;
 
 unsigned g_pam_threads = 8;
 WorkPool* g_hash_pool = nullptr;
@@ -117,16 +123,31 @@ PoolTask* WorkPool::Next(uint64_t now) {
 
 void WorkPool::Run() {
   pthread_setname_np(pthread_self(), name_.c_str());  // what top -H and /proc/<pid>/task/*/comm show
+  // After known-good work, a thread waits a moment for more before it takes
+  // ordinary work: a returning client's next request is on its way (a round
+  // trip through the client and the event loop), and an ordinary task
+  // started in that gap would hold the thread for a whole hash.
+  uint64_t grace_until = 0;
   for (;;) {
     PoolTask* task;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return stop_ || !high_.empty() || !normal_.empty(); });
       if (stop_) return;
-      task = Next(MonotonicNs());
+      uint64_t now = MonotonicNs();
+      if (high_.empty() && now < grace_until) {
+        cv_.wait_for(lock, std::chrono::nanoseconds(grace_until - now), [this] { return stop_ || !high_.empty(); });
+        if (stop_) return;
+        grace_until = 0;
+        if (high_.empty() && normal_.empty()) continue;
+        now = MonotonicNs();
+      }
+      task = Next(now);
       running_++;
     }
+    bool known_good = task->high_ && task->fate_ == PoolTask::Fate::kRan;
     if (task->fate_ == PoolTask::Fate::kRan) task->Execute();
+    grace_until = known_good ? MonotonicNs() + kGraceNs : 0;
     bool wake = task->fate_ != PoolTask::Fate::kRan || task->WakeLoop();
     {
       std::lock_guard<std::mutex> lock(done_mu_);

@@ -8,23 +8,27 @@
 // on a 2-core machine shared with its clients a second process measured no
 // faster while doubling memory. The primary owns the socket file, the pid
 // file and readiness, forwards signals, restarts a worker that dies, and
-// relays credential-cache changes so every worker sees every success.
+// relays credential-cache and throttle changes so every worker sees every
+// success and every counted failure.
 import cluster, { type Worker } from 'node:cluster';
 import crypto from 'node:crypto';
 import os from 'node:os';
 import type pino from 'pino';
 import type { CacheOp } from '../auth/cache';
+import type { ThrottleOp } from '../auth/throttle/replicated';
 
 export type ToPrimary =
   | { type: 'listening' }
   | { type: 'fatal'; message: string; exitCode: number }
-  | { type: 'cache'; op: CacheOp };
+  | { type: 'cache'; op: CacheOp }
+  | { type: 'throttle'; op: ThrottleOp };
 
 export type ToWorker =
   | { type: 'init'; key: string }
   | { type: 'shutdown' }
   | { type: 'reload' }
-  | { type: 'cache'; op: CacheOp };
+  | { type: 'cache'; op: CacheOp }
+  | { type: 'throttle'; op: ThrottleOp };
 
 /** Where a worker finds the listening socket the primary bound. */
 export const WORKER_LISTEN_FD = 4;
@@ -118,7 +122,7 @@ export class Primary {
         onListening();
       } else if (msg.type === 'fatal') {
         fatal = { message: msg.message, exitCode: msg.exitCode };
-      } else if (msg.type === 'cache') {
+      } else if (msg.type === 'cache' || msg.type === 'throttle') {
         for (const other of this.workers) if (other !== w && other.isConnected()) other.send(msg);
       }
     });

@@ -5,9 +5,12 @@
  *
  *   saslauthd-loadgen -s SOCKET -c CONC -d SECONDS -u USER -p PASS
  *                     [-S service] [-r realm] [-i IDLE] [-w WRONG -W WRONGPASS]
+ *                     [-m guess|spray]
  *
  * -i IDLE: hold IDLE extra connections open (sending nothing) during the run.
  * -w WRONG: WRONG extra threads keep sending WRONGPASS (not measured).
+ * -m guess: every request carries a new password (PASS-<thread>-<n>), as a
+ *    guesser's do; -m spray: a new login every time (USER<thread>x<n>).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,9 +30,13 @@ struct req {
   size_t len;
 };
 
+enum mode { FIXED, GUESS, SPRAY };
+
 struct worker {
   pthread_t tid;
   const struct req* rq;
+  int mode;
+  int index;
   int measured;
   uint64_t n, ok, no, err;
   uint32_t* lat; /* microseconds */
@@ -37,6 +44,7 @@ struct worker {
 };
 
 static const char* g_socket;
+static const char *g_user, *g_pass, *g_service, *g_realm;
 static volatile int g_stop;
 static struct timeval g_io_timeout = {30, 0};
 
@@ -93,11 +101,30 @@ static int one_request(const struct req* rq) {
   return (in[2] == 'O' && in[3] == 'K') ? 1 : 0;
 }
 
+/* The request for a guessing or spraying worker's next attempt. */
+static void varied(const struct worker* w, struct req* r) {
+  char buf[300];
+  r->len = 0;
+  if (w->mode == SPRAY) {
+    snprintf(buf, sizeof buf, "%s%dx%llu", g_user, w->index, (unsigned long long)w->n);
+    put(r, buf);
+    put(r, g_pass);
+  } else {
+    put(r, g_user);
+    snprintf(buf, sizeof buf, "%s-%d-%llu", g_pass, w->index, (unsigned long long)w->n);
+    put(r, buf);
+  }
+  put(r, g_service);
+  put(r, g_realm);
+}
+
 static void* run(void* arg) {
   struct worker* w = arg;
+  struct req mine;
   while (!g_stop) {
+    if (w->mode != FIXED) varied(w, &mine);
     uint64_t t0 = now_us();
-    int r = one_request(w->rq);
+    int r = one_request(w->mode != FIXED ? &mine : w->rq);
     uint64_t dt = now_us() - t0;
     if (g_stop && w->measured) break; /* don't count requests cut by the end */
     w->n++;
@@ -122,11 +149,11 @@ static int cmp_u32(const void* a, const void* b) {
 }
 
 int main(int argc, char** argv) {
-  int conc = 1, idle = 0, wrong = 0;
+  int conc = 1, idle = 0, wrong = 0, mode = FIXED;
   double secs = 5;
   const char *user = NULL, *pass = NULL, *wpass = "wrong-password", *service = "smtp", *realm = "";
   int opt;
-  while ((opt = getopt(argc, argv, "s:c:d:u:p:S:r:i:w:W:")) != -1) {
+  while ((opt = getopt(argc, argv, "s:c:d:u:p:S:r:i:w:W:m:")) != -1) {
     switch (opt) {
       case 's': g_socket = optarg; break;
       case 'c': conc = atoi(optarg); break;
@@ -138,16 +165,21 @@ int main(int argc, char** argv) {
       case 'i': idle = atoi(optarg); break;
       case 'w': wrong = atoi(optarg); break;
       case 'W': wpass = optarg; break;
+      case 'm': mode = strcmp(optarg, "guess") == 0 ? GUESS : strcmp(optarg, "spray") == 0 ? SPRAY : -1; break;
       default:
-        fprintf(stderr, "usage: %s -s socket -c conc -d secs -u user -p pass [-S svc] [-r realm] [-i idle] [-w n -W pass]\n", argv[0]);
+        fprintf(stderr, "usage: %s -s socket -c conc -d secs -u user -p pass [-S svc] [-r realm] [-i idle] [-w n -W pass] [-m guess|spray]\n", argv[0]);
         return 1;
     }
   }
-  if (!g_socket || !user || !pass || conc < 1 || strlen(user) > 256 || strlen(pass) > 256) {
+  if (!g_socket || !user || !pass || conc < 1 || mode < 0 || strlen(user) > 200 || strlen(pass) > 200) {
     fprintf(stderr, "missing or bad arguments\n");
     return 1;
   }
   g_io_timeout.tv_sec = (time_t)secs + 2;
+  g_user = user;
+  g_pass = pass;
+  g_service = service;
+  g_realm = realm;
   struct req good = {.len = 0}, bad = {.len = 0};
   put(&good, user); put(&good, pass); put(&good, service); put(&good, realm);
   put(&bad, user); put(&bad, wpass); put(&bad, service); put(&bad, realm);
@@ -171,6 +203,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < conc; i++) {
     ws[i].rq = &good;
     ws[i].measured = 1;
+    ws[i].mode = mode;
+    ws[i].index = i;
     pthread_create(&ws[i].tid, NULL, run, &ws[i]);
   }
   usleep((useconds_t)(secs * 1e6));

@@ -5,7 +5,8 @@
 // Load comes from build/Release/saslauthd-loadgen (C, threads, one request per
 // connection as real clients do). BENCH_SECONDS sets the length of each run
 // (default 3; the yescrypt rows run at least 10), BENCH_REPEAT the runs per daemon and row (default 3, median
-// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle selects row groups.
+// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack selects row groups.
+import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,13 +14,14 @@ import path from 'node:path';
 import { native } from '../../src/native/binding';
 import { BACKENDS } from '../../src/backends';
 import { DAEMON_BIN, ROOT, waitForSocket } from '../helpers/daemon';
+import { sendRequest } from '../../src/client/request';
 import { createUser, removeAllUsers } from '../helpers/users';
 import { childPids, groupPids } from '../helpers/procs';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Runs per daemon and row, alternating; the row shows the median run (by req/s). */
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 3));
-const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle').split(','));
+const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack').split(','));
 const CYRUS = '/usr/sbin/saslauthd';
 const LOADGEN = path.join(ROOT, 'build', 'Release', 'saslauthd-loadgen');
 const haveCyrus = fs.existsSync(CYRUS);
@@ -173,6 +175,75 @@ async function compare(
   return row;
 }
 
+interface AttackRun {
+  victim: Load;
+  bystander: Load;
+  attack: Load | undefined;
+}
+
+/**
+ * The brute-force rows (issue: password guessing): a victim logging in at
+ * C=1 with its right password (logged in once before the run), a bystander
+ * at C=4, and 64 connections attacking: guessing the victim's password (a new
+ * one every request) or spraying unknown logins. Returns the figures of one
+ * run; attack undefined runs the same load without an attacker.
+ */
+async function attackRun(
+  start: () => Promise<Daemon>,
+  victim: { name: string; password: string },
+  bystander: { name: string; password: string },
+  attack: 'guess' | 'spray' | undefined,
+  seconds: number,
+): Promise<AttackRun> {
+  const d = await start();
+  try {
+    await sleep(200);
+    assert.equal(await sendRequest(d.socket, { login: victim.name, password: victim.password, service: 'smtp', realm: '' }), 'OK');
+    const attacker =
+      attack === undefined
+        ? undefined
+        : loadgen(d.socket, ['-c', '64', '-m', attack, '-u', attack === 'guess' ? victim.name : 'nosuchuser', '-p', 'attack'], seconds + 1);
+    if (attacker !== undefined) await sleep(1000); // the flood is on before the measured load starts
+    const [v, b] = await Promise.all([
+      loadgen(d.socket, ['-c', '1', '-u', victim.name, '-p', victim.password], seconds),
+      loadgen(d.socket, ['-c', '4', '-u', bystander.name, '-p', bystander.password], seconds),
+    ]);
+    return { victim: v, bystander: b, attack: attacker === undefined ? undefined : await attacker };
+  } finally {
+    await d.stop();
+  }
+}
+
+async function attackRows(victim: { name: string; password: string }, bystander: { name: string; password: string }): Promise<void> {
+  const seconds = Math.max(SECONDS, 10);
+  const daemons: Array<[string, () => Promise<Daemon>]> = [['ours', () => startOurs(['-a', 'shadow'])]];
+  if (haveCyrus) daemons.push(['Cyrus', () => startCyrus(['-a', 'shadow'])]);
+  console.log(
+    `\nguessing flood (yescrypt, ${seconds} s, median of ${REPEAT}): victim C=1 (logged in once before), bystander C=4, 64 attacking connections`,
+  );
+  console.log(`${'row'.padEnd(26)} | ${'victim: req/s p99 ms OK/NO'.padEnd(30)} | ${'bystander: req/s (of unloaded)'.padEnd(32)} | attack: req/s OK`);
+  for (const [label, start] of daemons) {
+    const runs: Record<string, AttackRun[]> = { none: [], guess: [], spray: [] };
+    for (let i = 0; i < REPEAT; i++) {
+      for (const kind of ['none', 'guess', 'spray'] as const) {
+        runs[kind]!.push(await attackRun(start, victim, bystander, kind === 'none' ? undefined : kind, seconds));
+      }
+    }
+    const mid = (rs: AttackRun[]): AttackRun => [...rs].sort((a, b) => a.bystander.rps - b.bystander.rps)[Math.floor(rs.length / 2)]!;
+    const base = mid(runs.none!);
+    for (const kind of ['none', 'guess', 'spray'] as const) {
+      const r = mid(runs[kind]!);
+      const share = base.bystander.rps > 0 ? (r.bystander.rps / base.bystander.rps) * 100 : 0;
+      console.log(
+        `${`${label} ${kind === 'none' ? 'unloaded' : kind === 'guess' ? 'guessing the victim' : 'spraying unknowns'}`.padEnd(26)} | ` +
+          `${fmt(r.victim.rps).padStart(6)} ${fmt(r.victim.p99_ms, 1).padStart(8)} ${fmt(r.victim.ok).padStart(6)}/${fmt(r.victim.no)}`.padEnd(30) +
+          ` | ${fmt(r.bystander.rps).padStart(6)} (${fmt(share).padStart(3)} %)`.padEnd(35) +
+          ` | ${r.attack ? `${fmt(r.attack.rps, 1).padStart(6)} ${fmt(r.attack.ok)}` : '-'}`,
+      );
+    }
+  }
+}
+
 async function cryptCpuMs(hash: string, password: string, n: number): Promise<number> {
   const pw = Buffer.from(password);
   const before = process.cpuUsage();
@@ -246,6 +317,11 @@ async function main(): Promise<void> {
           `good logins: ours ${fmt((loaded.ours.rps / base.ours.rps) * 100)} % of unloaded` +
           (base.cyrus && loaded.cyrus ? `, Cyrus ${fmt((loaded.cyrus.rps / base.cyrus.rps) * 100)} %` : ''),
       );
+    }
+    if (GROUPS.has('attack')) {
+      const victim = createUser(`bvic${process.pid}`, 'Victim-pw-1');
+      const bystander = createUser(`bbys${process.pid}`, 'Bystander-pw-1');
+      await attackRows(victim, bystander);
     }
     const idle = await startOurs(['-a', 'shadow']);
     await sleep(500);

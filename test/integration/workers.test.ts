@@ -68,6 +68,32 @@ test('workers share the credential cache, and SIGHUP to the primary empties it i
   }
 });
 
+test('workers count a guesser together: past 20 wrong passwords on any of them, all refuse', async () => {
+  const u = createUser(userName('wt'), 'Work-pw4', 'sha512crypt');
+  const d = await startDaemon({
+    args: [
+      '-a', 'shadow', '--workers', '2',
+      '--throttle-delay', '20', '--throttle-max-delay', '40', '--throttle-cooloff', '60',
+      '--log-failures-per-login', '100000', '--log-failures-per-second', '100000',
+    ],
+  });
+  try {
+    await d.waitForLog(/\(2 worker processes\)/);
+    for (let i = 0; i < 40; i++) {
+      assert.equal(await sendRequest(d.socketPath, { login: u.name, password: `guess-${i}`, service: 'smtp', realm: '' }), 'NO Incorrect password');
+    }
+    const lines = (): string[] => d.output().split('\n').filter((l) => l.includes(`"user":"${u.name}"`) && l.includes('auth failure'));
+    for (let i = 0; i < 100 && lines().length < 40; i++) await new Promise((r) => setTimeout(r, 50));
+    const pids = new Set(lines().map((l) => (JSON.parse(l) as { pid: number }).pid));
+    assert.equal(pids.size, 2, 'both workers answered some');
+    // Counted apart, each worker would let 20 through: 40 in all.
+    assert.equal(lines().filter((l) => l.includes('"result":"denied"')).length, 20);
+    assert.equal(lines().filter((l) => l.includes('"result":"refused"')).length, 20);
+  } finally {
+    await d.stop();
+  }
+});
+
 test('a worker that dies is replaced, and the socket keeps answering', async () => {
   const u = createUser(userName('wr'), 'Work-pw3', 'sha512crypt');
   const d = await startDaemon({ args: ['-a', 'shadow', '-V', '--workers', '2'] });

@@ -140,4 +140,32 @@ describe('--check', () => {
       w.join('\n'),
     );
   });
+
+  test('shows every throttle threshold, window, cap and TTL, with the flag that sets it', () => {
+    const r = check(['-a', 'shadow', '-m', dir, '--throttle-free', '7', '--throttle-cooloff', '120', '--shed-after', '0']);
+    assert.equal(r.code, 0, r.err);
+    for (const re of [
+      /throttle \(--throttle\)\s+on/,
+      /window\s+600 s \(--throttle-window\)/,
+      /free failures\s+7 \(--throttle-free\)/,
+      /delays\s+2000 ms doubling to 15000 ms/,
+      /refused past\s+20 failures, for 120 s/,
+      /tracked at most\s+100000/,
+      /known-good\s+100000 at most, for 604800 s/,
+      /shedding\s+off \(--shed-after 0\)/,
+    ]) {
+      assert.match(r.out, re);
+    }
+  });
+
+  test('--throttle off says it is Cyrus behaviour', () => {
+    const r = check(['-a', 'shadow', '-m', dir, '--throttle', 'off']);
+    assert.match(r.out, /throttle \(--throttle\)\s+off: no priority, delays, refusals or shedding \(Cyrus behaviour\)/);
+  });
+
+  test('thresholds that contradict each other are refused, naming both flags', () => {
+    const r = check(['-a', 'shadow', '-m', dir, '--throttle-free', '20', '--throttle-refuse', '10']);
+    assert.equal(r.code, 1);
+    assert.match(r.err, /--throttle-refuse \(10\) must be above --throttle-free \(20\)/);
+  });
 });
