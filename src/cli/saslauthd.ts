@@ -67,6 +67,7 @@ export async function main(argv: string[]): Promise<void> {
   const logger = createLogger({
     level: opts.verbose ? 'debug' : 'info',
     destination: detachedChild ? 'syslog' : 'stderr',
+    format: opts.logFormat,
   });
   try {
     await runDaemon(opts, logger, detachedChild);

@@ -35,6 +35,8 @@ export interface DaemonOptions {
   pamThreads: number;
   /** The brute-force throttle (see src/auth/throttle/throttle.ts); undefined with --throttle off. */
   throttle: ThrottleSettings | undefined;
+  /** --log-format: Cyrus-style text lines, or one JSON object per event. */
+  logFormat: 'text' | 'json';
   /** Failure lines per login and interval, and per second daemon-wide, before they are summarised. */
   failureLinesPerLogin: number;
   failureLinesPerSecond: number;
@@ -216,6 +218,11 @@ export function buildCommand(): Command {
         .default(DEFAULT_THROTTLE.shedDelayMs),
     )
     .addOption(
+      new Option('--log-format <format>', "text: Cyrus's line shapes (for people, logwatch, fail2ban); json: one object per event (for pipelines)")
+        .choices(['text', 'json'])
+        .default('text'),
+    )
+    .addOption(
       new Option('--log-failures-per-login <n>', 'failure lines per login and minute before they are summarised')
         .argParser(positiveInt('--log-failures-per-login', 0))
         .default(5),
@@ -312,6 +319,7 @@ export function parseArgs(argv: string[]): ParseResult {
       maxConnections: Number(o.maxConnections),
       pamThreads: Number(o.pamThreads),
       throttle,
+      logFormat: o.logFormat === 'json' ? 'json' : 'text',
       failureLinesPerLogin: Number(o.logFailuresPerLogin),
       failureLinesPerSecond: Number(o.logFailuresPerSecond),
       check: o.check === true,

@@ -154,8 +154,10 @@ export interface NativeAddon {
   preferBatchScheduling(): 'batch' | 'other' | 'idle' | 'fifo' | 'rr';
   raiseFdLimit(): number;
   preferredCryptPrefix: string;
-  openlog(ident: string): void;
-  syslog(priority: number, message: string): void;
+  /** A non-blocking datagram socket to the log daemon (path: /dev/log); false if it cannot connect now. */
+  syslogOpen(path: string): boolean;
+  /** One formatted syslog line: 0 sent, 1 dropped (the log daemon's queue is full), -errno on error. */
+  syslogSend(line: string): number;
 }
 
 /** How a check waits for a thread (the throttle's decision). */

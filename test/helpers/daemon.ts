@@ -33,6 +33,11 @@ export interface StartOptions {
   nofile?: number;
   /** A command that sets something up and execs the daemon (chrt, prlimit): the pid stays the daemon's. */
   prefix?: string[];
+  /**
+   * --log-format; json unless a test says otherwise, as tests read the
+   * fields of the result lines. The text form has tests of its own.
+   */
+  logFormat?: 'text' | 'json';
 }
 
 export async function waitForSocket(socketPath: string, timeoutMs: number, child?: ChildProcess): Promise<void> {
@@ -56,7 +61,7 @@ export async function waitForSocket(socketPath: string, timeoutMs: number, child
 export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const runDir = opts.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-test-'));
   const socketPath = path.join(runDir, 'mux');
-  const argv = [DAEMON_BIN, opts.mode ?? '-f', '-m', runDir, ...opts.args];
+  const argv = [DAEMON_BIN, opts.mode ?? '-f', '-m', runDir, '--log-format', opts.logFormat ?? 'json', ...opts.args];
   // prlimit sets the limit on itself and then execs: the pid stays the daemon's.
   const prefix = [
     ...(opts.prefix ?? []),

@@ -1,7 +1,13 @@
-// Passwords never reach the log, at any level, whatever the outcome.
+// What the daemon logs, in what shape and where: passwords never, at any
+// level, whatever the outcome; Cyrus's text lines by default; each line's
+// priority on the journal's stream.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDaemon } from '../helpers/daemon';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DAEMON_BIN, startDaemon, waitForSocket } from '../helpers/daemon';
 import { createUser, removeAllUsers, userName } from '../helpers/users';
 import { rawExchange, request, field, lengthOnly } from '../helpers/frames';
 import { sendRequest } from '../../src/client/request';
@@ -37,11 +43,11 @@ test('a -d (debug) run logs every attempt but never a password', async () => {
 });
 
 // Cyrus logs successes only with -V (facts file, section 5); failures always.
-for (const [path, extra] of [
-  ['native listener', []],
-  ['JavaScript path (-c)', ['-c']],
+for (const [label, extra] of [
+  ['answered by the hashing thread', []],
+  ['answered from JavaScript (-c)', ['-c']],
 ] as const) {
-  test(`without -V successes are not logged, failures are (${path})`, async () => {
+  test(`without -V successes are not logged, failures are (${label})`, async () => {
     const u = createUser(userName('quiet'), 'Quiet-pw1', 'sha512crypt');
     const d = await startDaemon({ args: ['-a', 'shadow', ...extra] });
     try {
@@ -57,3 +63,50 @@ for (const [path, extra] of [
     assert.doesNotMatch(d.output(), /auth success/);
   });
 }
+
+test('text is the default format: Cyrus’s line shapes, warnings marked as such', async () => {
+  const u = createUser(userName('txt'), 'Text-pw1', 'sha512crypt');
+  const d = await startDaemon({ args: ['-a', 'shadow'], logFormat: 'text' });
+  try {
+    assert.equal(await sendRequest(d.socketPath, { login: u.name, password: 'nope', service: 'smtp', realm: '' }), 'NO Incorrect password');
+    const line = await d.waitForLog(/auth failure:/);
+    assert.match(line, new RegExp(`^[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d saslauthd-ts\\[\\d+\\]: auth failure: \\[user=${u.name}\\] \\[service=smtp\\] \\[realm=\\] \\[mech=shadow\\] \\[reason=Incorrect password\\]$`));
+    assert.doesNotMatch(d.output(), /^\{/m, 'no JSON');
+  } finally {
+    await d.stop();
+  }
+});
+
+test('on the journal’s stream each line starts with its priority, in either format', async () => {
+  for (const format of ['text', 'json']) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'journal-'));
+    const out = path.join(dir, 'stderr');
+    const fd = fs.openSync(out, 'w');
+    const st = fs.fstatSync(fd);
+    const child = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, '-a', 'ldap', '-O', path.join(dir, 'ldap.conf'), '--log-format', format], {
+      stdio: ['ignore', fd, fd],
+      // What systemd sets for a service whose stderr is the journal.
+      env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` },
+    });
+    // A directory nobody answers on: every login is an outage, logged as a warning.
+    fs.writeFileSync(path.join(dir, 'ldap.conf'), 'ldap_servers: ldap://127.0.0.1:1/\nldap_timeout: 1\n');
+    try {
+      await waitForSocket(path.join(dir, 'mux'), 10_000, child);
+      assert.equal(await sendRequest(path.join(dir, 'mux'), { login: 'bob', password: 'pw', service: 'smtp', realm: '' }), 'NO');
+      let text = '';
+      for (let i = 0; i < 100 && !/auth failure/.test(text); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        text = fs.readFileSync(out, 'utf8');
+      }
+      const lines = text.split('\n').filter((l) => l !== '');
+      assert.ok(lines.length > 0 && lines.every((l) => /^<[0-7]>/.test(l)), `${format}: ${lines.join(' | ')}`);
+      assert.ok(lines.some((l) => /^<6>.*listening on socket/.test(l)), `${format}: startup at info`);
+      assert.ok(lines.some((l) => /^<4>.*auth failure: \[user=bob\].*Cannot connect to ldap server/.test(l)), `${format}: outage at warning`);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      fs.closeSync(fd);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
