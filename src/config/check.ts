@@ -24,6 +24,7 @@ import { type ConfIssue, formatIssue } from './saslauthd-conf';
 /** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
 export const POSTFIX_CHROOT = '/var/spool/postfix';
 export const COMMAND_LINE = 'command line';
+export const CYRUS_INIT_SCRIPT = '/etc/init.d/saslauthd';
 
 export interface CheckResult {
   issues: ConfIssue[];
@@ -38,6 +39,8 @@ export interface CheckEnv {
   shadowFile?: string;
   pamDir?: string;
   postfixBinary?: string;
+  /** Cyrus's SysV script, which reads our defaults file too. */
+  cyrusInitScript?: string;
 }
 
 type Issues = ConfIssue[];
@@ -226,15 +229,35 @@ function checkMechanism(
   }
 }
 
-function checkIgnoredKeys(df: DefaultsFile, issues: Issues): void {
+/**
+ * START means nothing to saslauthd-ts, but Cyrus's init script (sasl2-bin)
+ * reads every /etc/default/saslauthd* file, ours too, as one of its
+ * instances, sourcing them one after the other in one shell: START=yes here,
+ * or no START here after START=yes in /etc/default/saslauthd, makes it start
+ * a Cyrus saslauthd with these settings on our socket.
+ */
+function checkStart(df: DefaultsFile, env: CheckEnv, issues: Issues): void {
   const start = df.vars.get('START');
-  if (start !== undefined && !/^yes$/i.test(start.value)) {
+  const fix = 'set START=no (saslauthd-ts ignores START: use systemctl enable|disable saslauthd-ts)';
+  const initScript = env.cyrusInitScript ?? CYRUS_INIT_SCRIPT;
+  if (start !== undefined && start.value === 'yes') {
     issues.push({
       severity: 'warning',
       file: df.file,
       line: start.line,
       key: 'START',
-      message: `'${start.value}' is ignored: enable or disable the service with systemctl enable/disable saslauthd-ts`,
+      message:
+        `'yes' makes Cyrus's saslauthd init script, which reads every /etc/default/saslauthd* file, start a Cyrus ` +
+        `saslauthd with these settings on this socket; ${fix}`,
+    });
+  } else if (start === undefined && fs.existsSync(initScript)) {
+    issues.push({
+      severity: 'warning',
+      file: df.file,
+      key: 'START',
+      message:
+        `not set: Cyrus's saslauthd init script (${initScript}) reads this file too, and with START=yes in ` +
+        `/etc/default/saslauthd it would start a Cyrus saslauthd with these settings on this socket; ${fix}`,
     });
   }
 }
@@ -252,7 +275,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
     settings.push(['defaults file', file]);
     const df = readDefaultsFile(file);
     issues.push(...df.issues);
-    checkIgnoredKeys(df, issues);
+    checkStart(df, env, issues);
     const converted = defaultsToArgs(df);
     issues.push(...converted.issues);
     fileArgs = converted.args;
