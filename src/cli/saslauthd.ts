@@ -250,6 +250,9 @@ function announce(opts: DaemonOptions, log: DaemonLogger['log'], detachedChild: 
 async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChild: boolean): Promise<void> {
   const workers = workerCount(opts.workers);
   if (isWorker()) return runWorker(opts, logger);
+  if (workers < opts.workers) {
+    logger.log.warn(`--workers ${opts.workers}: this machine has ${workers} CPUs, so ${workers} worker processes run`);
+  }
   fs.mkdirSync(opts.runDir, { recursive: true, mode: 0o755 });
   logCache(opts, logger.log, workers);
   if (workers > 1) return runPrimary(opts, logger, detachedChild, workers);

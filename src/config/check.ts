@@ -10,6 +10,7 @@ import path from 'node:path';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import { checkLdapConfig, DEFAULT_CONF_FILE as LDAP_DEFAULT_CONF } from '../backends/ldap/config';
 import { describeTarget, parseRimapOption, targetWarnings } from '../backends/rimap/options';
+import { workerCount } from '../server/cluster';
 import { SOCKET_NAME } from '../server/server';
 import {
   type ArgOrigin,
@@ -41,6 +42,8 @@ export interface CheckEnv {
   postfixBinary?: string;
   /** Cyrus's SysV script, which reads our defaults file too. */
   cyrusInitScript?: string;
+  /** CPUs the --workers cap counts. */
+  cpus?: number;
 }
 
 type Issues = ConfIssue[];
@@ -137,6 +140,18 @@ function checkRunDir(opts: DaemonOptions, from: ArgOrigin | undefined, env: Chec
     }
   }
   return `${dir} (${owner})`;
+}
+
+/** --workers as the daemon applies it: never more processes than CPUs. */
+function checkWorkers(opts: DaemonOptions, from: ArgOrigin | undefined, env: CheckEnv, issues: Issues): string {
+  const effective = workerCount(opts.workers, env.cpus);
+  if (effective === opts.workers) return String(effective);
+  issues.push({
+    severity: 'warning',
+    ...where(from),
+    message: `--workers ${opts.workers}: this machine has ${effective} CPUs, so ${effective} worker processes run`,
+  });
+  return `${effective} (--workers ${opts.workers}, capped at the CPU count)`;
 }
 
 function checkMechanism(
@@ -306,7 +321,8 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   settings.push(['run directory (-m)', checkRunDir(opts, runFrom, env, issues)]);
   settings.push(['socket', path.join(opts.runDir, SOCKET_NAME)]);
   settings.push(['processes (-n)', `${opts.threads} (accepted for compatibility; no effect)`]);
-  settings.push(['worker processes (--workers)', String(opts.workers)]);
+  const workersFrom = origin(origins, '--workers', cmdline);
+  settings.push(['worker processes (--workers)', checkWorkers(opts, workersFrom, env, issues)]);
   settings.push([
     'credential cache (-c)',
     opts.cache

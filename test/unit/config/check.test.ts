@@ -154,6 +154,33 @@ describe('--check', () => {
     );
   });
 
+  test('--workers above the CPU count is a warning, and the settings show the count that runs', () => {
+    const p = file('workers', 'MECHANISMS=shadow\nSTART=no\nOPTIONS="--workers 8"\n');
+    const r = checkConfiguration(['-f', '--defaults-file', p], { cpus: 2 });
+    const w = r.issues.filter((i) => i.severity === 'warning' && /--workers/.test(i.message));
+    assert.equal(w.length, 1, JSON.stringify(r.issues));
+    assert.equal(w[0]?.file, p);
+    assert.equal(w[0]?.line, 3);
+    assert.equal(w[0]?.key, 'OPTIONS');
+    assert.match(w[0]?.message ?? '', /--workers 8: this machine has 2 CPUs, so 2 worker processes run/);
+    assert.deepEqual(
+      r.settings.find(([k]) => k === 'worker processes (--workers)'),
+      ['worker processes (--workers)', '2 (--workers 8, capped at the CPU count)'],
+    );
+  });
+
+  test('--workers within the CPU count is shown as given, without a warning', () => {
+    const r = checkConfiguration(['-a', 'shadow', '--workers', '2'], { cpus: 2 });
+    assert.deepEqual(
+      r.issues.filter((i) => /--workers/.test(i.message)),
+      [],
+    );
+    assert.deepEqual(
+      r.settings.find(([k]) => k === 'worker processes (--workers)'),
+      ['worker processes (--workers)', '2'],
+    );
+  });
+
   test('a run directory any user can enter is a warning', () => {
     const run = path.join(dir, 'open-run');
     fs.mkdirSync(run, { mode: 0o755 });
