@@ -135,7 +135,7 @@ function checkRunDir(opts: DaemonOptions, from: ArgOrigin | undefined, env: Chec
         file: dir,
         message:
           `user ${postfixUser} cannot enter this directory (${owner}), so smtpd gets "cannot connect to saslauthd ` +
-          `server: Permission denied"; run: adduser ${postfixUser} ${group}, then restart Postfix`,
+          `server: Permission denied"; run: adduser ${postfixUser} ${group}, then postfix reload`,
       });
     }
   }
@@ -320,7 +320,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   checkMechanism(opts, mechFrom, optFrom, env, issues, settings);
   settings.push(['run directory (-m)', checkRunDir(opts, runFrom, env, issues)]);
   settings.push(['socket', path.join(opts.runDir, SOCKET_NAME)]);
-  settings.push(['processes (-n)', `${opts.threads} (accepted for compatibility; no effect)`]);
+  settings.push(['Cyrus processes (-n)', `${opts.threads} (accepted for compatibility; no effect)`]);
   const workersFrom = origin(origins, '--workers', cmdline);
   settings.push(['worker processes (--workers)', checkWorkers(opts, workersFrom, env, issues)]);
   settings.push([
