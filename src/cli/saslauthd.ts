@@ -21,6 +21,7 @@ import { FailureLines } from '../log/failure-lines';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
 import { native } from '../native/binding';
 import { notifyReady, notifyStopping } from '../server/systemd';
+import { ensureRunDir } from '../server/run-dir';
 import {
   isWorker,
   Primary,
@@ -260,7 +261,11 @@ function announce(opts: DaemonOptions, log: DaemonLogger['log'], detachedChild: 
 async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChild: boolean): Promise<void> {
   const workers = workerCount(opts.workers);
   if (isWorker()) return runWorker(opts, logger);
-  fs.mkdirSync(opts.runDir, { recursive: true, mode: 0o755 });
+  if (workers < opts.workers) {
+    logger.log.warn(`--workers ${opts.workers}: this machine has ${workers} CPUs, so ${workers} worker processes run`);
+  }
+  const runDir = ensureRunDir(opts.runDir);
+  if (runDir.created) logger.log.info(`created run directory ${opts.runDir} (root:${runDir.group ?? 'root'} 0710)`);
   logCache(opts, logger.log, workers);
   if (workers > 1) return runPrimary(opts, logger, detachedChild, workers);
 

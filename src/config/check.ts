@@ -10,6 +10,7 @@ import path from 'node:path';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import { checkLdapConfig, DEFAULT_CONF_FILE as LDAP_DEFAULT_CONF } from '../backends/ldap/config';
 import { describeTarget, parseRimapOption, targetWarnings } from '../backends/rimap/options';
+import { workerCount } from '../server/cluster';
 import { SOCKET_NAME } from '../server/server';
 import {
   type ArgOrigin,
@@ -24,6 +25,7 @@ import { type ConfIssue, formatIssue } from './saslauthd-conf';
 /** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
 export const POSTFIX_CHROOT = '/var/spool/postfix';
 export const COMMAND_LINE = 'command line';
+export const CYRUS_INIT_SCRIPT = '/etc/init.d/saslauthd';
 
 export interface CheckResult {
   issues: ConfIssue[];
@@ -38,6 +40,10 @@ export interface CheckEnv {
   shadowFile?: string;
   pamDir?: string;
   postfixBinary?: string;
+  /** Cyrus's SysV script, which reads our defaults file too. */
+  cyrusInitScript?: string;
+  /** CPUs the --workers cap counts. */
+  cpus?: number;
 }
 
 type Issues = ConfIssue[];
@@ -129,11 +135,23 @@ function checkRunDir(opts: DaemonOptions, from: ArgOrigin | undefined, env: Chec
         file: dir,
         message:
           `user ${postfixUser} cannot enter this directory (${owner}), so smtpd gets "cannot connect to saslauthd ` +
-          `server: Permission denied"; run: adduser ${postfixUser} ${group}, then restart Postfix`,
+          `server: Permission denied"; run: adduser ${postfixUser} ${group}, then postfix reload`,
       });
     }
   }
   return `${dir} (${owner})`;
+}
+
+/** --workers as the daemon applies it: never more processes than CPUs. */
+function checkWorkers(opts: DaemonOptions, from: ArgOrigin | undefined, env: CheckEnv, issues: Issues): string {
+  const effective = workerCount(opts.workers, env.cpus);
+  if (effective === opts.workers) return String(effective);
+  issues.push({
+    severity: 'warning',
+    ...where(from),
+    message: `--workers ${opts.workers}: this machine has ${effective} CPUs, so ${effective} worker processes run`,
+  });
+  return `${effective} (--workers ${opts.workers}, capped at the CPU count)`;
 }
 
 function checkMechanism(
@@ -226,15 +244,35 @@ function checkMechanism(
   }
 }
 
-function checkIgnoredKeys(df: DefaultsFile, issues: Issues): void {
+/**
+ * START means nothing to saslauthd-ts, but Cyrus's init script (sasl2-bin)
+ * reads every /etc/default/saslauthd* file, ours too, as one of its
+ * instances, sourcing them one after the other in one shell: START=yes here,
+ * or no START here after START=yes in /etc/default/saslauthd, makes it start
+ * a Cyrus saslauthd with these settings on our socket.
+ */
+function checkStart(df: DefaultsFile, env: CheckEnv, issues: Issues): void {
   const start = df.vars.get('START');
-  if (start !== undefined && !/^yes$/i.test(start.value)) {
+  const fix = 'set START=no (saslauthd-ts ignores START: use systemctl enable|disable saslauthd-ts)';
+  const initScript = env.cyrusInitScript ?? CYRUS_INIT_SCRIPT;
+  if (start !== undefined && start.value === 'yes') {
     issues.push({
       severity: 'warning',
       file: df.file,
       line: start.line,
       key: 'START',
-      message: `'${start.value}' is ignored: enable or disable the service with systemctl enable/disable saslauthd-ts`,
+      message:
+        `'yes' makes Cyrus's saslauthd init script, which reads every /etc/default/saslauthd* file, start a Cyrus ` +
+        `saslauthd with these settings on this socket; ${fix}`,
+    });
+  } else if (start === undefined && fs.existsSync(initScript)) {
+    issues.push({
+      severity: 'warning',
+      file: df.file,
+      key: 'START',
+      message:
+        `not set: Cyrus's saslauthd init script (${initScript}) reads this file too, and with START=yes in ` +
+        `/etc/default/saslauthd it would start a Cyrus saslauthd with these settings on this socket; ${fix}`,
     });
   }
 }
@@ -252,7 +290,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
     settings.push(['defaults file', file]);
     const df = readDefaultsFile(file);
     issues.push(...df.issues);
-    checkIgnoredKeys(df, issues);
+    checkStart(df, env, issues);
     const converted = defaultsToArgs(df);
     issues.push(...converted.issues);
     fileArgs = converted.args;
@@ -282,8 +320,9 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   checkMechanism(opts, mechFrom, optFrom, env, issues, settings);
   settings.push(['run directory (-m)', checkRunDir(opts, runFrom, env, issues)]);
   settings.push(['socket', path.join(opts.runDir, SOCKET_NAME)]);
-  settings.push(['processes (-n)', `${opts.threads} (accepted for compatibility; no effect)`]);
-  settings.push(['worker processes (--workers)', String(opts.workers)]);
+  settings.push(['Cyrus processes (-n)', `${opts.threads} (accepted for compatibility; no effect)`]);
+  const workersFrom = origin(origins, '--workers', cmdline);
+  settings.push(['worker processes (--workers)', checkWorkers(opts, workersFrom, env, issues)]);
   settings.push([
     'credential cache (-c)',
     opts.cache

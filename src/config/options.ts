@@ -2,6 +2,7 @@
 // plus master's -f) with the same meanings, and a few long options of ours.
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { cyrusEntries } from '../auth/cache';
 import { DEFAULT_THROTTLE, type ThrottleConfig } from '../auth/throttle/throttle';
 
 export const VERSION = '0.1.0';
@@ -88,16 +89,20 @@ export function buildCommand(): Command {
     .addOption(
       new Option(
         '-O <option>',
-        'mechanism option: rimap host[/port], imaps://host[:port] or imap://host[:port] (STARTTLS); ' +
-          'ldap config file (default /etc/saslauthd.conf)',
+        'mechanism option: for rimap the IMAP server(s), comma-separated, each host[/port] (Cyrus, plain IMAP), ' +
+          'imaps://host[:port] (TLS) or imap://host[:port] (STARTTLS); for ldap the configuration file ' +
+          '(default /etc/saslauthd.conf); ignored by pam and shadow',
       ),
     )
-    .addOption(new Option('-m <path>', `run directory holding the "mux" socket (absolute)`).default(DEFAULT_RUN_DIR))
+    .addOption(
+      new Option('-m <path>', 'run directory holding the "mux" socket (absolute; created root:sasl 0710 if missing)')
+        .default(DEFAULT_RUN_DIR),
+    )
     .addOption(
       new Option(
         '-n <procs>',
-        'Cyrus: number of worker processes. Accepted for compatibility: saslauthd-ts serves every ' +
-          'connection concurrently and hashes on one thread per CPU; see --workers',
+        'Cyrus: number of worker processes. Accepted for compatibility, no effect: saslauthd-ts serves every ' +
+          'connection concurrently; see --workers',
       )
         .argParser(positiveInt('-n', 0))
         .default(5),
@@ -105,14 +110,17 @@ export function buildCommand(): Command {
     .addOption(
       new Option(
         '--workers <n>',
-        'processes accepting on the socket (1 = one process; more share the socket and the cache, ' +
-          'for socket-bound loads on machines with spare cores)',
+        'processes accepting on the socket, at most one per CPU (1 = one process; more share the socket and ' +
+          'the cache, for socket-bound loads on machines with spare cores)',
       )
         .argParser(positiveInt('--workers', 1))
         .default(1),
     )
     .addOption(new Option('-c', 'enable the credential cache'))
-    .addOption(new Option('-s <kb>', 'cache size in KiB (with -c)').argParser(positiveInt('-s', 1)))
+    .addOption(
+      new Option('-s <kb>', `cache size in KiB (with -c); default: ${cyrusEntries(undefined)} entries, Cyrus's default table`)
+        .argParser(positiveInt('-s', 1)),
+    )
     .addOption(new Option('-t <seconds>', 'cache entry lifetime (with -c)').argParser(positiveInt('-t', 1)).default(28800))
     .addOption(
       new Option(

@@ -34,8 +34,8 @@ export type ToWorker =
 export const WORKER_LISTEN_FD = 4;
 
 /** --workers N on this machine: never more than its cores. */
-export function workerCount(requested: number): number {
-  return Math.max(1, Math.min(requested, os.availableParallelism()));
+export function workerCount(requested: number, cpus = os.availableParallelism()): number {
+  return Math.max(1, Math.min(requested, cpus));
 }
 
 export const isWorker = (): boolean => cluster.isWorker;

@@ -110,11 +110,75 @@ describe('--check', () => {
     assert.match(r.out, /^ {2}ldap_servers +ldap:\/\/127\.0\.0\.1\/$/m);
   });
 
-  test('START=no is accepted with a warning pointing to systemctl', () => {
-    const p = file('start', 'START=no\nMECHANISMS=shadow\n');
+  test('the shipped /etc/default/saslauthd-ts passes without a single warning', () => {
+    const r = check(['-f', '--defaults-file', SHIPPED]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(r.err, '');
+  });
+
+  test("START=yes in our defaults file is a warning naming file, line and key: Cyrus's init script would start on it", () => {
+    const p = file('start-yes', 'MECHANISMS=shadow\nSTART=yes\n');
     const r = check(['-f', '--defaults-file', p]);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, new RegExp(`warning: ${p}:1: START: 'no' is ignored: .*systemctl`));
+    assert.match(
+      r.err,
+      new RegExp(`^saslauthd-ts: warning: ${p}:2: START: 'yes' makes Cyrus's saslauthd init script.*; set START=no`, 'm'),
+    );
+  });
+
+  test('START=no in our defaults file passes without a warning', () => {
+    const p = file('start-no', 'START=no\nMECHANISMS=shadow\n');
+    const r = checkConfiguration(['-f', '--defaults-file', p], { cyrusInitScript: process.execPath });
+    assert.deepEqual(
+      r.issues.filter((i) => i.key === 'START'),
+      [],
+    );
+  });
+
+  test("a defaults file without START is a warning when Cyrus's init script is installed", () => {
+    const p = file('start-unset', 'MECHANISMS=shadow\n');
+    const r = checkConfiguration(['-f', '--defaults-file', p], { cyrusInitScript: process.execPath });
+    const start = r.issues.filter((i) => i.key === 'START');
+    assert.equal(start.length, 1, JSON.stringify(r.issues));
+    assert.equal(start[0]?.severity, 'warning');
+    assert.equal(start[0]?.file, p);
+    assert.match(start[0]?.message ?? '', /^not set: .*set START=no/);
+  });
+
+  test("a defaults file without START passes without a warning when Cyrus's init script is not installed", () => {
+    const p = file('start-unset-no-cyrus', 'MECHANISMS=shadow\n');
+    const r = checkConfiguration(['-f', '--defaults-file', p], { cyrusInitScript: path.join(dir, 'no-init-script') });
+    assert.deepEqual(
+      r.issues.filter((i) => i.key === 'START'),
+      [],
+    );
+  });
+
+  test('--workers above the CPU count is a warning, and the settings show the count that runs', () => {
+    const p = file('workers', 'MECHANISMS=shadow\nSTART=no\nOPTIONS="--workers 8"\n');
+    const r = checkConfiguration(['-f', '--defaults-file', p], { cpus: 2 });
+    const w = r.issues.filter((i) => i.severity === 'warning' && /--workers/.test(i.message));
+    assert.equal(w.length, 1, JSON.stringify(r.issues));
+    assert.equal(w[0]?.file, p);
+    assert.equal(w[0]?.line, 3);
+    assert.equal(w[0]?.key, 'OPTIONS');
+    assert.match(w[0]?.message ?? '', /--workers 8: this machine has 2 CPUs, so 2 worker processes run/);
+    assert.deepEqual(
+      r.settings.find(([k]) => k === 'worker processes (--workers)'),
+      ['worker processes (--workers)', '2 (--workers 8, capped at the CPU count)'],
+    );
+  });
+
+  test('--workers within the CPU count is shown as given, without a warning', () => {
+    const r = checkConfiguration(['-a', 'shadow', '--workers', '2'], { cpus: 2 });
+    assert.deepEqual(
+      r.issues.filter((i) => /--workers/.test(i.message)),
+      [],
+    );
+    assert.deepEqual(
+      r.settings.find(([k]) => k === 'worker processes (--workers)'),
+      ['worker processes (--workers)', '2'],
+    );
   });
 
   test('a run directory any user can enter is a warning', () => {

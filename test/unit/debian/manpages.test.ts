@@ -1,11 +1,12 @@
-// The man pages in debian/ document exactly the options `-h` lists: adding a
-// flag without documenting it (or the reverse) fails here.
+// The man pages in debian/ document exactly the options `-h` lists, with the
+// same defaults: adding a flag without documenting it (or the reverse), or
+// changing a default in one place only, fails here.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { helpOptions, manOptions } from '../../helpers/manpage';
+import { helpEntries, helpOptions, manEntries, manOptions, statedDefault } from '../../helpers/manpage';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 
@@ -20,6 +21,18 @@ describe('man pages', () => {
       const fromHelp = helpOptions(help(`${name}.js`));
       assert.ok(fromHelp.length > 5, `no options parsed from -h:\n${help(`${name}.js`)}`);
       assert.deepEqual(manOptions(roff), fromHelp);
+    });
+
+    test(`${name}(8) states the same default as ${name} -h for every option`, () => {
+      const roff = fs.readFileSync(path.join(ROOT, 'debian', `${name}.8`), 'utf8');
+      const defaults = (entries: Map<string, string>): Record<string, string | undefined> =>
+        Object.fromEntries([...entries].map(([flag, text]) => [flag, statedDefault(text)]).sort());
+      const fromHelp = defaults(helpEntries(help(`${name}.js`)));
+      assert.ok(
+        Object.values(fromHelp).filter((d) => d !== undefined).length >= 3,
+        `few defaults parsed from -h: ${JSON.stringify(fromHelp)}`,
+      );
+      assert.deepEqual(defaults(manEntries(roff)), fromHelp);
     });
   }
 });
