@@ -10,6 +10,7 @@ import { timedOut, unavailable } from '../backends/backend';
 import type { Exchange } from '../server/exchange';
 import { shown } from '../log/display';
 import type { FailureLines } from '../log/failure-lines';
+import type { ServiceMetrics } from '../metrics/service';
 import { CredentialCache } from './cache';
 import type { Admission, Attempt, Settled, Throttle } from './throttle/throttle';
 
@@ -30,6 +31,8 @@ export interface AuthenticatorOptions {
   throttle?: Throttle | undefined;
   /** Bounds the failure lines under a flood; undefined logs every one. */
   failureLines?: FailureLines | undefined;
+  /** Counts each request's result once (undefined: metrics and status line off). */
+  metrics?: ServiceMetrics | undefined;
 }
 
 /** What the result line says about a request. */
@@ -92,6 +95,7 @@ export class Authenticator {
   private readonly cache: CredentialCache | undefined;
   private readonly throttle: Throttle | undefined;
   private readonly failureLines: FailureLines | undefined;
+  private readonly metrics: ServiceMetrics | undefined;
   private readonly inflight = new Map<string, Promise<Outcome>>();
   private readonly holds = new Holds();
   private active = 0;
@@ -105,6 +109,7 @@ export class Authenticator {
     this.resultLog = opts.resultLog ?? opts.log;
     this.throttle = opts.throttle;
     this.failureLines = opts.failureLines;
+    this.metrics = opts.metrics;
   }
 
   get mech(): string {
@@ -126,6 +131,7 @@ export class Authenticator {
     this.run(x)
       .catch((err: unknown) => {
         this.log.error({ err }, 'internal error while authenticating');
+        this.metrics?.request('unavailable', 0);
         x.answer('NO internal mechanism failure');
       })
       .finally(() => this.active--);
@@ -139,10 +145,17 @@ export class Authenticator {
 
     const cache = this.cache;
     const cacheId = cache !== undefined ? CredentialCache.id(login, x.realm, x.service) : '';
-    if (cache !== undefined && cache.mode === 'normal' && cache.lookup(cacheId, x.fingerprint)) {
-      x.answer('OK');
-      this.logCached(subject, 'auth success (cached)', 'debug');
-      return;
+    if (cache !== undefined && cache.mode === 'normal') {
+      if (cache.lookup(cacheId, x.fingerprint)) {
+        x.answer('OK');
+        if (this.metrics !== undefined) {
+          this.metrics.cacheHit();
+          this.metrics.request('ok', performance.now() - started);
+        }
+        this.logCached(subject, 'auth success (cached)', 'debug');
+        return;
+      }
+      this.metrics?.cacheMiss();
     }
 
     const attempt: Attempt = { login, realm: x.realm, fp: x.fp };
@@ -156,7 +169,9 @@ export class Authenticator {
         text: this.backend.refusalText,
         reason: `refused without asking the mechanism: ${adm.reason}`,
       };
-      this.logOutcome(subject, outcome, performance.now() - started, 'refused');
+      const ms = performance.now() - started;
+      this.metrics?.request('refused', ms);
+      this.logOutcome(subject, outcome, ms, 'refused');
       await this.holds.wait(adm.delayMs);
       x.answer(outcome.text);
       return;
@@ -192,21 +207,31 @@ export class Authenticator {
     if (cache !== undefined) {
       if (outcome.ok) {
         cache.commit(cacheId, x.fingerprint);
-      } else if (cache.mode === 'outage' && cache.lookup(cacheId, x.fingerprint)) {
-        if (outcome.kind === 'unavailable' || outcome.kind === 'timeout') {
+      } else if (cache.mode === 'outage' && (outcome.kind === 'unavailable' || outcome.kind === 'timeout')) {
+        if (cache.lookup(cacheId, x.fingerprint)) {
           // Stale-on-error: the backend cannot decide, these credentials
           // succeeded within the TTL, so keep mail flowing. Unlike a plain
           // success, worth seeing without -V: the mechanism is down.
-          this.logOutcome(subject, outcome, performance.now() - started);
+          const ms = performance.now() - started;
+          // The client is told OK: counted as ok (and as an outage answer), not as the outage.
+          if (this.metrics !== undefined) {
+            this.metrics.cacheHit(true);
+            this.metrics.request('ok', ms);
+          }
+          this.logOutcome(subject, outcome, ms);
           this.logCached(subject, 'auth success (cached, mechanism unavailable)', 'info');
           if (!outcome.answered) x.answer('OK');
           return;
         }
-        if (outcome.kind === 'denied') cache.forget(cacheId); // the password was changed or revoked
+        this.metrics?.cacheMiss();
+      } else if (cache.mode === 'outage' && outcome.kind === 'denied' && cache.lookup(cacheId, x.fingerprint)) {
+        cache.forget(cacheId); // the password was changed or revoked
       }
     }
 
-    this.logOutcome(subject, outcome, performance.now() - started);
+    const ms = performance.now() - started;
+    this.metrics?.request(outcome.ok ? 'ok' : outcome.kind, ms);
+    this.logOutcome(subject, outcome, ms);
     if (outcome.answered) return;
     await this.holds.wait(holdMs);
     x.answer(outcome.text);

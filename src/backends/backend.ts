@@ -103,6 +103,12 @@ export function droppedCode(err: unknown): 'ESHED' | 'ETIMEDOUT' | undefined {
   return code === 'ESHED' || code === 'ETIMEDOUT' ? code : undefined;
 }
 
+/** A server as the metrics name it (its URI) and whether it answered the last time it was tried (true before any try). */
+export interface ServerState {
+  name: string;
+  up: boolean;
+}
+
 export interface Backend {
   /** Mechanism name as given to -a ("shadow", "pam", ...). */
   readonly name: string;
@@ -122,6 +128,11 @@ export interface Backend {
   readonly needsPassword?: boolean;
   /** Must resolve (never reject); should honour signal by giving up early. */
   authenticate(req: AuthRequest, signal: AbortSignal): Promise<Outcome>;
+  /**
+   * The mechanism's servers (ldap, rimap) and whether each answered when
+   * last tried; read by the metrics and the systemd status line only.
+   */
+  servers?(): ServerState[];
   /** Re-read configuration (SIGHUP); in-flight requests keep the old one. */
   reload?(): Promise<void>;
   close?(): Promise<void>;

@@ -87,6 +87,9 @@ export const createLdapBackend: BackendFactory = async ({ mechOption, log }) => 
         gate.leave();
       }
     },
+    servers() {
+      return current.pool.states();
+    },
     async reload(): Promise<void> {
       current = load(file, log, current);
       log.info({ file, servers: current.cfg.servers.map((s) => s.uri) }, `ldap: configuration re-read from ${file}`);

@@ -20,7 +20,14 @@ import { Throttle } from '../auth/throttle/throttle';
 import { FailureLines } from '../log/failure-lines';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
 import { native } from '../native/binding';
-import { notifyReady, notifyStopping } from '../server/systemd';
+import { notifyReady, notifyStatus, notifyStopping } from '../server/systemd';
+import type { MetricsAddress } from '../metrics/address';
+import { describeAddress } from '../metrics/address';
+import { MetricsServer } from '../metrics/http';
+import { registerProcessMetrics, type ProcessMetrics } from '../metrics/process';
+import { merge, Registry, render, type Snapshot } from '../metrics/registry';
+import { ServiceMetrics } from '../metrics/service';
+import { StatusLine } from '../metrics/status';
 import { ensureRunDir } from '../server/run-dir';
 import {
   isWorker,
@@ -119,6 +126,56 @@ interface Service {
   /** In a worker: the throttle's store, to apply the other workers' changes. */
   sharedThrottle: ReplicatedStore | undefined;
   failureLines: FailureLines;
+  /** The request counters; undefined when nothing reads them (no --metrics, not under systemd). */
+  metrics: ServiceMetrics | undefined;
+  processMetrics: ProcessMetrics | undefined;
+}
+
+/**
+ * Requests are counted only when something reads the counts: the --metrics
+ * endpoint, or systemd's status line (NOTIFY_SOCKET). Otherwise the request
+ * path is exactly what it was without them.
+ */
+function countRequests(opts: DaemonOptions): boolean {
+  return opts.metrics !== undefined || (process.env.NOTIFY_SOCKET ?? '') !== '';
+}
+
+/** Listen on --metrics; an error there stops the start, naming the flag. */
+async function startMetricsEndpoint(
+  address: MetricsAddress,
+  renderText: () => Promise<string>,
+  log: DaemonLogger['log'],
+): Promise<MetricsServer> {
+  const endpoint = new MetricsServer({
+    address,
+    render: renderText,
+    onError: (err) => log.error(`metrics: cannot collect: ${err.message}`),
+  });
+  try {
+    await endpoint.listen();
+  } catch (err) {
+    throw new ExitError((err as Error).message, 1);
+  }
+  const shown = describeAddress(address);
+  if (address.kind === 'tcp' && !address.loopback) {
+    log.warn(`metrics at http://${shown}/metrics are reachable from the network (--metrics ${shown} is not a loopback address)`);
+  } else {
+    log.info(address.kind === 'tcp' ? `metrics at http://${shown}/metrics` : `metrics at /metrics on socket ${shown}`);
+  }
+  return endpoint;
+}
+
+/** Under systemd: the status line, from the service counters, once a second at most. */
+function startStatusLine(mech: string, read: () => Promise<Snapshot>, log: DaemonLogger['log']): StatusLine | undefined {
+  if ((process.env.NOTIFY_SOCKET ?? '') === '') return undefined;
+  const status = new StatusLine({
+    mech,
+    read,
+    send: (line) => notifyStatus(line, { timeoutMs: 5000 }),
+    onError: (detail) => log.warn(`cannot update the systemd status line: ${detail}`),
+  });
+  status.start();
+  return status;
 }
 
 /** The throttle for these options (undefined with --throttle off); in a worker, its state is shared with the others. */
@@ -172,6 +229,7 @@ async function serve(
   const made = createThrottle(opts, log, worker?.onThrottleChange);
   const throttle = made?.throttle;
   throttle?.start();
+  const metrics = countRequests(opts) ? new ServiceMetrics(opts.mech, opts.cache) : undefined;
   const failureLines = new FailureLines(logger.resultLog, {
     perLogin: opts.failureLinesPerLogin,
     perSecond: opts.failureLinesPerSecond,
@@ -188,6 +246,7 @@ async function serve(
     cache,
     throttle,
     failureLines,
+    metrics,
   });
   const server = new SaslauthdServer({
     socketPath: path.join(opts.runDir, SOCKET_NAME),
@@ -199,14 +258,26 @@ async function serve(
     pending: () => auth.pending,
     release: () => auth.releaseHolds(),
     log,
+    onProtocolError: metrics !== undefined ? (reason) => metrics.protocolError(reason) : undefined,
   });
+  metrics?.attach({
+    listener: () => ({ connections: server.connectionCount, inFlight: server.inFlight }),
+    pool: (name) => native.poolStats(name),
+    cache,
+    throttle,
+    backend,
+    logLinesDropped: () => logger.dropped,
+  });
+  // The process figures are for scrapes only (the status line needs none).
+  const processMetrics = metrics !== undefined && opts.metrics !== undefined ? registerProcessMetrics(metrics.registry) : undefined;
   try {
     await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);
   } catch (err) {
     await backend.close?.();
+    processMetrics?.stop();
     throw startupExit(err);
   }
-  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, failureLines };
+  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, failureLines, metrics, processMetrics };
 }
 
 /** Stop serving: in-flight requests answered (up to the deadline), timers stopped. */
@@ -215,6 +286,7 @@ async function stopService(svc: Service, deadlineMs: number): Promise<void> {
   await svc.backend.close?.();
   svc.throttle?.stop();
   svc.failureLines.stop();
+  svc.processMetrics?.stop();
 }
 
 /** SIGHUP: empty the cache and re-read the mechanism's configuration. */
@@ -271,11 +343,27 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
 
   const { log } = logger;
   const svc = await serve(opts, logger);
+  const metrics = svc.metrics;
+  let endpoint: MetricsServer | undefined;
+  if (opts.metrics !== undefined && metrics !== undefined) {
+    try {
+      endpoint = await startMetricsEndpoint(opts.metrics, async () => render(await metrics.registry.snapshot()), log);
+    } catch (err) {
+      await stopService(svc, 0);
+      throw err;
+    }
+  }
   const pidFile = announce(opts, log, detachedChild, 1);
-  onStopSignals(logger, async () => {
-    await stopService(svc, opts.authTimeoutMs);
-    if (detachedChild) fs.rmSync(pidFile, { force: true });
-  });
+  const status = metrics !== undefined ? startStatusLine(opts.mech, () => metrics.registry.snapshot(false), log) : undefined;
+  onStopSignals(
+    logger,
+    async () => {
+      await endpoint?.close();
+      await stopService(svc, opts.authTimeoutMs);
+      if (detachedChild) fs.rmSync(pidFile, { force: true });
+    },
+    () => status?.stop(),
+  );
   process.on('SIGHUP', () => reload(svc, log));
 }
 
@@ -283,14 +371,15 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
  * SIGTERM/SIGINT: stop accepting, let shutdown() answer what is in flight
  * and clean up, then exit 0. A second signal changes nothing.
  */
-function onStopSignals(logger: DaemonLogger, shutdown: () => Promise<void>): void {
+function onStopSignals(logger: DaemonLogger, shutdown: () => Promise<void>, stopStatus?: () => Promise<void> | undefined): void {
   const { log } = logger;
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down: no new connections, answering those in flight');
-    void notifyStopping(`stopping on ${signal}`);
+    // A status line still on its way must not land after "stopping".
+    void Promise.resolve(stopStatus?.()).then(() => notifyStopping(`stopping on ${signal}`));
     void shutdown().then(() => {
       log.info(`master exited: ${process.pid}`);
       logger.flush();
@@ -313,11 +402,22 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
     throw startupExit(err);
   }
   const primary = new Primary({ workers, log, shutdownGraceMs: opts.authTimeoutMs, listenFd });
-  onStopSignals(logger, async () => {
-    await primary.stop();
-    fs.rmSync(socketPath, { force: true });
-    if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
-  });
+  // The primary serves no request: its own figures are its process's; the rest are the workers'.
+  const own = new Registry();
+  const ownProcess = opts.metrics !== undefined ? registerProcessMetrics(own) : undefined;
+  let endpoint: MetricsServer | undefined;
+  let status: StatusLine | undefined;
+  onStopSignals(
+    logger,
+    async () => {
+      await endpoint?.close();
+      ownProcess?.stop();
+      await primary.stop();
+      fs.rmSync(socketPath, { force: true });
+      if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
+    },
+    () => status?.stop(),
+  );
   process.on('SIGHUP', () => primary.reload());
   try {
     await primary.start();
@@ -328,7 +428,23 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
     throw err;
   }
   log.info({ workers }, `listening on socket: ${socketPath} (${workers} worker processes)`);
+  if (opts.metrics !== undefined) {
+    try {
+      endpoint = await startMetricsEndpoint(
+        opts.metrics,
+        async () => render(merge([await own.snapshot(), await primary.gatherMetrics(true)])),
+        log,
+      );
+    } catch (err) {
+      ownProcess?.stop();
+      await primary.stop();
+      native.closeFd(listenFd);
+      fs.rmSync(socketPath, { force: true });
+      throw err;
+    }
+  }
   announce(opts, log, detachedChild, workers);
+  status = startStatusLine(opts.mech, () => primary.gatherMetrics(false), log);
 }
 
 /** A cluster worker: serves on the primary's socket until told to stop. */
@@ -367,6 +483,13 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
     else if (msg.type === 'reload') reload(svc, log);
     else if (msg.type === 'cache') svc.cache?.apply(msg.op);
     else if (msg.type === 'throttle') void svc.sharedThrottle?.apply(msg.op);
+    else if (msg.type === 'metrics') {
+      const id = msg.id;
+      void (svc.metrics?.registry.snapshot(msg.scrape) ?? Promise.resolve([])).then(
+        (snapshot) => sendToPrimary({ type: 'metrics', id, snapshot }),
+        () => sendToPrimary({ type: 'metrics', id, snapshot: [] }),
+      );
+    }
   });
   process.on('disconnect', () => stop('primary gone'));
   process.on('SIGTERM', () => stop('SIGTERM'));

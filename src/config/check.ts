@@ -12,6 +12,7 @@ import { checkLdapConfig, DEFAULT_CONF_FILE as LDAP_DEFAULT_CONF } from '../back
 import { describeTarget, parseRimapOption, targetWarnings } from '../backends/rimap/options';
 import { workerCount } from '../server/cluster';
 import { SOCKET_NAME } from '../server/server';
+import { describeAddress } from '../metrics/address';
 import {
   type ArgOrigin,
   defaultsToArgs,
@@ -339,6 +340,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   settings.push(['connections (--max-connections)', String(opts.maxConnections)]);
   settings.push(['PAM threads (--pam-threads)', String(opts.pamThreads)]);
   for (const row of throttleSettings(opts)) settings.push(row);
+  settings.push(['metrics (--metrics)', checkMetrics(opts, origin(origins, '--metrics', cmdline), issues)]);
   settings.push([
     'failure lines',
     `${opts.failureLinesPerLogin} per login a minute, ${opts.failureLinesPerSecond} a second in all; the rest summarised each minute`,
@@ -355,6 +357,38 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
     [...fileArgs, ...cmdline.filter((_a, i) => !isDefaultsFileArg(cmdline, i))].join(' '),
   ]);
   return { issues, settings, options: opts };
+}
+
+/** Where the metrics endpoint would listen, and what to know about it. */
+function checkMetrics(opts: DaemonOptions, from: ArgOrigin | undefined, issues: Issues): string {
+  const a = opts.metrics;
+  if (a === undefined) return 'off';
+  const shown = describeAddress(a);
+  if (a.kind === 'tcp') {
+    if (!a.loopback) {
+      issues.push({
+        severity: 'warning',
+        ...where(from),
+        message:
+          `--metrics ${shown}: not a loopback address, so anyone who can reach this machine on port ${a.port} reads ` +
+          `the metrics (request counts, LDAP/IMAP server names); firewall it, or use 127.0.0.1:${a.port}`,
+      });
+    }
+    return `http://${shown}/metrics`;
+  }
+  const dir = path.dirname(a.path);
+  try {
+    const st = fs.statSync(dir);
+    if (!st.isDirectory()) throw new Error('not a directory');
+    return `${a.path} (HTTP at /metrics; mode 0660, group ${nameOf('/etc/group', st.gid)} from ${dir})`;
+  } catch {
+    issues.push({
+      severity: 'error',
+      ...where(from),
+      message: `--metrics ${shown}: the directory ${dir} does not exist; create it (e.g. install -d -m 0750 -g prometheus ${dir})`,
+    });
+    return a.path;
+  }
 }
 
 /** The throttle's settings as --check prints them: every threshold, window, cap and TTL. */

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { cyrusEntries } from '../auth/cache';
 import { DEFAULT_THROTTLE, type ThrottleConfig } from '../auth/throttle/throttle';
+import { type MetricsAddress, parseMetricsAddress } from '../metrics/address';
 
 export const VERSION = '0.1.0';
 export const DEFAULT_RUN_DIR = '/var/spool/postfix/var/run/saslauthd';
@@ -41,6 +42,8 @@ export interface DaemonOptions {
   /** Failure lines per login and interval, and per second daemon-wide, before they are summarised. */
   failureLinesPerLogin: number;
   failureLinesPerSecond: number;
+  /** --metrics: where the Prometheus endpoint listens; undefined: no endpoint. */
+  metrics: MetricsAddress | undefined;
   /** --check: validate and print the effective settings instead of starting. */
   check: boolean;
   /** --defaults-file: Cyrus-style MECHANISMS/MECH_OPTIONS/THREADS/OPTIONS file. */
@@ -242,6 +245,13 @@ export function buildCommand(): Command {
     )
     .addOption(
       new Option(
+        '--metrics <addr>',
+        'serve Prometheus metrics at /metrics: a port (on 127.0.0.1), host:port (an IP address; anything but loopback ' +
+          'is reachable from the network), or an absolute UNIX socket path (mode 0660, group of its directory); off unless given',
+      ),
+    )
+    .addOption(
+      new Option(
         '--defaults-file <path>',
         'read MECHANISMS, MECH_OPTIONS, THREADS and OPTIONS from this /etc/default file (as the systemd unit does); ' +
           'flags given here override them',
@@ -287,6 +297,12 @@ export function parseArgs(argv: string[]): ParseResult {
   if (Number(o.throttleMaxDelay) < Number(o.throttleDelay)) {
     return fail(`--throttle-max-delay (${String(o.throttleMaxDelay)}) must be at least --throttle-delay (${String(o.throttleDelay)})`);
   }
+  let metrics: MetricsAddress | undefined;
+  if (o.metrics !== undefined) {
+    const m = parseMetricsAddress(String(o.metrics));
+    if (typeof m === 'string') return fail(`--metrics '${String(o.metrics)}' ${m}`);
+    metrics = m;
+  }
   const throttle: ThrottleSettings | undefined =
     o.throttle === 'off'
       ? undefined
@@ -330,6 +346,7 @@ export function parseArgs(argv: string[]): ParseResult {
       logFormat: o.logFormat === 'json' ? 'json' : 'text',
       failureLinesPerLogin: Number(o.logFailuresPerLogin),
       failureLinesPerSecond: Number(o.logFailuresPerSecond),
+      metrics,
       check: o.check === true,
       defaultsFile: o.defaultsFile === undefined ? undefined : String(o.defaultsFile),
     },

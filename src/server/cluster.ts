@@ -16,19 +16,23 @@ import os from 'node:os';
 import type pino from 'pino';
 import type { CacheOp } from '../auth/cache';
 import type { ThrottleOp } from '../auth/throttle/replicated';
+import { countersOf, merge, type Snapshot } from '../metrics/registry';
 
 export type ToPrimary =
   | { type: 'listening' }
   | { type: 'fatal'; message: string; exitCode: number }
   | { type: 'cache'; op: CacheOp }
-  | { type: 'throttle'; op: ThrottleOp };
+  | { type: 'throttle'; op: ThrottleOp }
+  | { type: 'metrics'; id: number; snapshot: Snapshot };
 
 export type ToWorker =
   | { type: 'init'; key: string }
   | { type: 'shutdown' }
   | { type: 'reload' }
   | { type: 'cache'; op: CacheOp }
-  | { type: 'throttle'; op: ThrottleOp };
+  | { type: 'throttle'; op: ThrottleOp }
+  /** Send your metrics (scrape: the process ones too). */
+  | { type: 'metrics'; id: number; scrape: boolean };
 
 /** Where a worker finds the listening socket the primary bound. */
 export const WORKER_LISTEN_FD = 4;
@@ -74,6 +78,14 @@ export interface PrimaryOptions {
   listenFd: number;
 }
 
+/** How long a scrape waits for the workers' figures; a late worker counts with its last ones. */
+const GATHER_TIMEOUT_MS = 2000;
+
+interface Gathering {
+  pending: Set<Worker>;
+  done: () => void;
+}
+
 const RESTART_WINDOW_MS = 60_000;
 const MAX_RESTARTS = 5;
 
@@ -85,6 +97,12 @@ export class Primary {
   private stopping = false;
   private restarts: number[] = [];
   private exitWaiters: Array<() => void> = [];
+  private gatherSeq = 0;
+  private readonly gatherings = new Map<number, Gathering>();
+  /** Each worker's latest metrics. */
+  private readonly lastMetrics = new Map<Worker, Snapshot>();
+  /** What workers that have exited counted: kept, so the daemon's totals never go back when one is restarted. */
+  private retired: Snapshot = [];
 
   constructor(private readonly opts: PrimaryOptions) {
     cluster.setupPrimary({ stdio: ['inherit', 'inherit', 'inherit', 'ipc', opts.listenFd] });
@@ -124,10 +142,18 @@ export class Primary {
         fatal = { message: msg.message, exitCode: msg.exitCode };
       } else if (msg.type === 'cache' || msg.type === 'throttle') {
         for (const other of this.workers) if (other !== w && other.isConnected()) other.send(msg);
+      } else if (msg.type === 'metrics') {
+        this.lastMetrics.set(w, msg.snapshot);
+        const g = this.gatherings.get(msg.id);
+        if (g !== undefined && g.pending.delete(w) && g.pending.size === 0) g.done();
       }
     });
     w.on('exit', (code, signal) => {
       this.workers.delete(w);
+      const last = this.lastMetrics.get(w);
+      if (last !== undefined) this.retired = merge([this.retired, countersOf(last)]);
+      this.lastMetrics.delete(w);
+      for (const g of this.gatherings.values()) if (g.pending.delete(w) && g.pending.size === 0) g.done();
       const wasListening = this.listening.delete(w);
       if (this.stopping) {
         if (this.workers.size === 0) for (const done of this.exitWaiters.splice(0)) done();
@@ -151,6 +177,32 @@ export class Primary {
         (message) => this.opts.log.error(`restarted worker failed: ${message}`),
       );
     });
+  }
+
+  /**
+   * Every worker's metrics, fresh where a worker answers within the
+   * deadline, else its last ones, plus what exited workers counted.
+   */
+  async gatherMetrics(scrape: boolean): Promise<Snapshot> {
+    const id = ++this.gatherSeq;
+    const pending = new Set([...this.listening].filter((w) => w.isConnected()));
+    await new Promise<void>((resolve) => {
+      if (pending.size === 0) {
+        resolve();
+        return;
+      }
+      const timer = setTimeout(resolve, GATHER_TIMEOUT_MS);
+      this.gatherings.set(id, {
+        pending,
+        done: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+      for (const w of pending) w.send({ type: 'metrics', id, scrape } satisfies ToWorker);
+    });
+    this.gatherings.delete(id);
+    return merge([this.retired, ...this.lastMetrics.values()]);
   }
 
   /** SIGHUP: every worker re-reads its configuration and empties its cache. */

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type pino from 'pino';
 import { native, ListenerEvent, type IncompleteWhy, type NativeListener, type NativeRequest } from '../native/binding';
+import type { ProtocolError } from '../metrics/service';
 import { Exchange } from './exchange';
 
 export const SOCKET_NAME = 'mux';
@@ -36,6 +37,8 @@ export interface ServerOptions {
   /** Stopping: answer what is held back now. */
   release(): void;
   log: pino.Logger;
+  /** A frame that never became a request (metrics); a connection that closed without sending a byte is not one. */
+  onProtocolError?: ((reason: ProtocolError) => void) | undefined;
 }
 
 /** Is a daemon answering on this socket? ENOENT/ECONNREFUSED mean no. */
@@ -78,6 +81,11 @@ export class SaslauthdServer {
     return this.listener.count;
   }
 
+  /** Requests received whole and not answered yet. */
+  get inFlight(): number {
+    return this.listener.busy;
+  }
+
   private onEvent(kind: ListenerEvent, id: number, arg: unknown): void {
     const { log } = this.opts;
     switch (kind) {
@@ -89,10 +97,17 @@ export class SaslauthdServer {
       case ListenerEvent.Rejected: {
         const [message, field, length] = arg as [string, string?, number?];
         log.error(field !== undefined ? { field, length } : {}, message);
+        if (this.opts.onProtocolError !== undefined) {
+          this.opts.onProtocolError(field !== undefined ? 'oversize' : message.includes('login') ? 'null_login' : 'null_password');
+        }
         return;
       }
       case ListenerEvent.Incomplete: {
         const [why, bytes, detail] = arg as [IncompleteWhy, number, string?];
+        // A client that connects and leaves without a byte (a port probe) sent no request.
+        if (this.opts.onProtocolError !== undefined && (why === 'timeout' || bytes > 0)) {
+          this.opts.onProtocolError(why === 'timeout' ? 'read_timeout' : 'incomplete');
+        }
         if (why === 'eof') log.info({ bytes }, 'client closed before the request was complete');
         else if (why === 'timeout') {
           log.warn({ bytes, timeoutMs: this.opts.readTimeoutMs }, 'request not received within the read timeout; closing connection');

@@ -88,6 +88,8 @@ type Subject = 'login' | 'address' | 'pair';
 export class Throttle {
   private readonly inflight = new Map<string, number>();
   private sweeper: NodeJS.Timeout | undefined;
+  /** Keys that entered a penalty or a cool-off since start (metrics: read, never reset). */
+  readonly entered = { penalties: 0, cooloffs: 0 };
 
   constructor(
     readonly cfg: ThrottleConfig,
@@ -107,6 +109,11 @@ export class Throttle {
 
   stop(): void {
     clearInterval(this.sweeper);
+  }
+
+  /** Entries the store holds (metrics). */
+  get size(): { knownGood: number; tracked: number } {
+    return this.store.size;
   }
 
   async sweep(): Promise<void> {
@@ -216,6 +223,7 @@ export class Throttle {
   /** One line when a key enters a penalty or a cool-off, not one per attempt. */
   private async transitions(key: string, was: number, st: Tracked, now: number): Promise<void> {
     if (was <= this.cfg.freeFailures && st.failures > this.cfg.freeFailures) {
+      this.entered.penalties++;
       this.log.info(
         { throttle: 'penalty', failures: st.failures, ...this.fields(key) },
         `throttle: ${this.describe(key)} enters a penalty: ${st.failures} wrong passwords within ${this.secs(this.cfg.windowMs)}; ` +
@@ -224,6 +232,7 @@ export class Throttle {
     }
     if (st.failures >= this.cfg.refuseAfter && st.cooloffUntil <= now) {
       await this.store.setCooloff(key, now + this.cfg.cooloffMs);
+      this.entered.cooloffs++;
       this.log.warn(
         { throttle: 'cooloff', failures: st.failures, ...this.fields(key) },
         `throttle: ${this.describe(key)} enters a cool-off: ${st.failures} wrong passwords; ` +

@@ -56,6 +56,15 @@ export class ServerPool {
     return [...up, ...down];
   }
 
+  /**
+   * Each server, up unless it failed and has not answered since. A server
+   * after a working one is tried only when those before it fail, so its
+   * state can be old news: it is the last thing seen, not a probe.
+   */
+  states(): Array<{ name: string; up: boolean }> {
+    return this.servers.map((s) => ({ name: s.uri, up: (this.health.get(s)?.failures ?? 0) === 0 }));
+  }
+
   isDown(server: LdapServer, now = Date.now()): boolean {
     return (this.health.get(server)?.retryAt ?? 0) > now;
   }

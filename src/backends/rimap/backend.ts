@@ -78,6 +78,8 @@ interface Server {
   /** Canonical form for logs. */
   label: string;
   ca: Buffer | undefined;
+  /** It answered the last time it was tried (true before any try): metrics and the status line. */
+  up: boolean;
 }
 
 type Attempt = { kind: 'decided'; outcome: Outcome } | { kind: 'failed'; error: RimapError };
@@ -156,7 +158,7 @@ export class RimapBackend implements Backend {
   readonly name = 'rimap';
   readonly refusalText = REPLY.rejected;
   private readonly gate = new PriorityGate(MAX_IN_FLIGHT);
-  private servers: Server[];
+  private serverList: Server[];
   private readonly live = new Set<ImapSession>();
   private closing = false;
 
@@ -165,12 +167,16 @@ export class RimapBackend implements Backend {
     private readonly log: pino.Logger,
     private readonly deps: RimapDeps = { lookup: systemLookup },
   ) {
-    this.servers = targets.map((target) => ({ target, label: describeTarget(target), ca: loadCa(target) }));
+    this.serverList = targets.map((target) => ({ target, label: describeTarget(target), ca: loadCa(target), up: true }));
+  }
+
+  servers(): Array<{ name: string; up: boolean }> {
+    return this.serverList.map((s) => ({ name: s.label, up: s.up }));
   }
 
   /** SIGHUP: re-read the CA files (certificate rotation). On error the old ones stay. */
   async reload(): Promise<void> {
-    this.servers = this.servers.map((s) => ({ ...s, ca: loadCa(s.target) }));
+    this.serverList = this.serverList.map((s) => ({ ...s, ca: loadCa(s.target) }));
   }
 
   async close(): Promise<void> {
@@ -205,12 +211,13 @@ export class RimapBackend implements Backend {
 
   private async tryServers(login: Buffer, secret: Buffer, signal: AbortSignal): Promise<Outcome> {
     let last: RimapError = new RimapError('RIMAP_ABORTED', 'request deadline passed before any server was tried');
-    for (const [i, server] of this.servers.entries()) {
+    for (const [i, server] of this.serverList.entries()) {
       if (signal.aborted || this.closing) break;
       const attempt = await this.tryServer(server, login, secret, signal);
       if (attempt.kind === 'decided') return attempt.outcome;
+      if (attempt.error.code !== 'RIMAP_ABORTED') server.up = false;
       last = attempt.error;
-      const more = i + 1 < this.servers.length && !signal.aborted;
+      const more = i + 1 < this.serverList.length && !signal.aborted;
       this.logFailure(server, attempt.error, more ? '; trying the next server' : '');
     }
     return unavailable(ERROR_REPLY[last.code]);
@@ -319,6 +326,7 @@ export class RimapBackend implements Backend {
         wipeParts(parts);
       }
       reply ??= await this.waitTagged(session, TAG, t.timeoutMs, secret);
+      server.up = true;
       session.logout(TAG);
       return { kind: 'decided', outcome: this.loginOutcome(server, reply, secret) };
     } catch (err) {
@@ -326,6 +334,7 @@ export class RimapBackend implements Backend {
       const e = toRimapError(err);
       const where = new RimapError(e.code, `${step}: ${e.message}`, e.sysCode);
       if (!loginStarted && e.code !== 'RIMAP_ABORTED') return { kind: 'failed', error: where };
+      if (e.code !== 'RIMAP_ABORTED') server.up = false;
       this.logFailure(server, where, '');
       return { kind: 'decided', outcome: unavailable(ERROR_REPLY[e.code]) };
     }
