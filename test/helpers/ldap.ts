@@ -82,7 +82,11 @@ export function assertNoSecrets(output: string, extra: string[] = []): void {
   }
 }
 
-export async function startLdapDaemon(values: ConfValues | string, extraArgs: string[] = []): Promise<LdapDaemon> {
+export async function startLdapDaemon(
+  values: ConfValues | string,
+  extraArgs: string[] = [],
+  env?: NodeJS.ProcessEnv,
+): Promise<LdapDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sts-ldapd-'));
   const confPath = path.join(dir, 'saslauthd.conf');
   const write = (v: ConfValues | string): void => fs.writeFileSync(confPath, typeof v === 'string' ? v : confText(v));
@@ -97,6 +101,7 @@ export async function startLdapDaemon(values: ConfValues | string, extraArgs: st
     d = await startDaemon({
       args: ['-a', 'ldap', '-O', confPath, '--log-failures-per-login', '100000', '--log-failures-per-second', '100000', ...extraArgs],
       runDir,
+      ...(env !== undefined ? { env } : {}),
     });
   } catch (err) {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -52,6 +52,8 @@ export interface NotifyReceiver {
   socket: string;
   /** Each datagram received, newlines shown as spaces. */
   messages(): string[];
+  /** When each message came (ms, monotonic clock), in the same order. */
+  times(): number[];
   /** Waits until a message matches (or throws after timeoutMs). */
   waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
   close(): void;
@@ -64,7 +66,7 @@ export interface NotifyReceiver {
  */
 export function notifyReceiver(socket: string): Promise<NotifyReceiver> {
   const script = [
-    'import socket, sys, os, array',
+    'import socket, sys, os, array, time',
     `s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(${JSON.stringify(socket)})`,
     'print("ready", flush=True)',
     'while True:',
@@ -73,11 +75,14 @@ export function notifyReceiver(socket: string): Promise<NotifyReceiver> {
     '        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:',
     '            fds = array.array("i"); fds.frombytes(payload[:len(payload) - len(payload) % 4])',
     '            for fd in fds: os.close(fd)',
-    '    print(data.decode(errors="replace").replace("\\n", " ").strip(), flush=True)',
+    // systemd-notify's own BARRIER=1 message is protocol, not what the daemon said.
+    '    if data.strip() == b"BARRIER=1": continue',
+    '    print("%d %s" % (time.monotonic() * 1000, data.decode(errors="replace").replace("\\n", " ").strip()), flush=True)',
   ].join('\n');
   const proc: ChildProcess = spawn('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
-  const lines = (): string[] => out.split('\n').slice(1).filter((l) => l !== '');
+  const received = (): string[] => out.split('\n').slice(1).filter((l) => l !== '');
+  const lines = (): string[] => received().map((l) => l.slice(l.indexOf(' ') + 1));
   return new Promise((resolve, reject) => {
     proc.once('error', reject);
     proc.stdout!.on('data', (d: Buffer) => {
@@ -87,6 +92,7 @@ export function notifyReceiver(socket: string): Promise<NotifyReceiver> {
         resolve({
           socket,
           messages: lines,
+          times: () => received().map((l) => Number(l.slice(0, l.indexOf(' ')))),
           async waitFor(re, timeoutMs = 10_000) {
             const until = Date.now() + timeoutMs;
             for (;;) {
