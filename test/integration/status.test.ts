@@ -63,8 +63,9 @@ describe('systemd status line', () => {
     const d = await startDaemon({ args: ['-a', 'shadow', '-c'], env: { NOTIFY_SOCKET: rx.socket } });
     try {
       await rx.waitFor(/READY=1/);
-      // About 3 s of logins, every count a change.
-      const until = Date.now() + 3000;
+      // About 3 s of logins, every one a change: one line per login unless bounded.
+      const started = Date.now();
+      const until = started + 3000;
       let sent = 0;
       while (Date.now() < until) {
         assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK');
@@ -72,11 +73,12 @@ describe('systemd status line', () => {
         await sleep(20);
       }
       await rx.waitFor(new RegExp(`^STATUS=serving: ${sent} requests, 0 failed`));
-      const times = rx.times().filter((_t, i) => rx.messages()[i]?.startsWith('STATUS=serving'));
-      assert.ok(times.length >= 2, `status lines: ${statusLines().join('\n')}`);
-      for (let i = 1; i < times.length; i++) {
-        assert.ok((times[i] ?? 0) - (times[i - 1] ?? 0) >= 900, `two status lines ${(times[i] ?? 0) - (times[i - 1] ?? 0)} ms apart`);
-      }
+      // One line per started second at most (when each arrives depends on
+      // how fast systemd-notify starts, so gaps are not measured).
+      const seconds = Math.ceil((Date.now() - started) / 1000);
+      assert.ok(sent > 3 * seconds, `only ${sent} logins in ${seconds} s`);
+      assert.ok(statusLines().length <= seconds + 1, `${statusLines().length} status lines in ${seconds} s:\n${statusLines().join('\n')}`);
+      assert.ok(statusLines().length >= 2, `status lines: ${statusLines().join('\n')}`);
       // Nothing changes: nothing is sent.
       const settled = statusLines().length;
       await sleep(2500);
