@@ -3,7 +3,9 @@
 // SIGTERM that answers in-flight requests first.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { DAEMON_BIN, CLIENT_BIN, startDaemon, waitForSocket } from '../helpers/daemon';
@@ -182,6 +184,87 @@ describe('testsaslauthd-ts', () => {
     const r = await runTool(node, [CLIENT_BIN, '-u', 'x']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^testsaslauthd: usage: testsaslauthd -u username -p password/);
+  });
+
+  test('-p - reads the password from standard input, so it is not in the process list', async () => {
+    const u = createUser(userName('tp'), 'Stdin-pw-1');
+    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    try {
+      const run = (input: string, ...extra: string[]): Promise<{ code: number | null; stdout: string; stderr: string; argv: string }> =>
+        new Promise((resolve) => {
+          const child = spawn(node, [CLIENT_BIN, '-f', d.socketPath, '-u', u.name, '-p', '-', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
+          let stdout = '';
+          let stderr = '';
+          child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+          child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+          // What ps shows for the client while it waits for its password.
+          const argv = fs.readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+          child.stdin.end(input);
+          child.on('exit', (code) => resolve({ code, stdout, stderr, argv }));
+        });
+      const ok = await run('Stdin-pw-1\n');
+      assert.deepEqual([ok.code, ok.stdout], [0, '0: OK "Success."\n']);
+      assert.ok(!ok.argv.includes('Stdin-pw-1'), ok.argv);
+      // Only the first line, with or without CR LF or any line ending.
+      assert.equal((await run('Stdin-pw-1\r\nignored\n', '-R', '2')).stdout, '0: OK "Success."\n1: OK "Success."\n');
+      assert.equal((await run('Stdin-pw-1')).code, 0);
+      const wrong = await run('Stdin-pw-2\n', '--json');
+      assert.deepEqual(JSON.parse(wrong.stdout), { try: 0, ok: false, reply: 'NO Incorrect password' });
+      const empty = await run('');
+      assert.equal(empty.code, 1);
+      assert.match(empty.stderr, /^testsaslauthd-ts: -p -: no password on standard input$/m);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('--ping gets "NO NULL login received" from a live daemon, exits 0 and prints one line', async () => {
+    const d = await startDaemon({ args: ['-a', 'shadow'] });
+    try {
+      const r = await runTool(node, [CLIENT_BIN, '--ping', '-f', d.socketPath]);
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, /^OK: saslauthd answers on \S+\/mux \("NO NULL login received", \d+ ms\)\n$/);
+      // The daemon saw an empty login, and no mechanism ran for it.
+      await d.waitForLog(/NULL login received/);
+      assert.doesNotMatch(d.output(), /auth failure/);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('--ping exits 1 with one line when nothing listens, or when it is not a saslauthd', async () => {
+    const dir = tmp();
+    const none = await runTool(node, [CLIENT_BIN, '--ping', '-f', path.join(dir, 'mux')]);
+    assert.deepEqual([none.code, none.stdout], [1, `FAILED: ${path.join(dir, 'mux')}: connect() : No such file or directory\n`]);
+
+    // Something that accepts and answers, but not as saslauthd would.
+    const other = path.join(dir, 'other');
+    const impostor = net.createServer((c) => {
+      c.resume(); // read the request, so the client's close is seen and close() can finish
+      c.end(Buffer.from([0, 2, 0x4f, 0x4b]));
+    });
+    await new Promise<void>((r) => impostor.listen(other, () => r()));
+    // And something that accepts and never answers.
+    const silentPath = path.join(dir, 'silent');
+    const held: net.Socket[] = [];
+    const silent = net.createServer((c) => void held.push(c));
+    await new Promise<void>((r) => silent.listen(silentPath, () => r()));
+    try {
+      const wrong = await runTool(node, [CLIENT_BIN, '--ping', '-f', other]);
+      assert.deepEqual([wrong.code, wrong.stdout], [1, `FAILED: ${other} answered "OK", not "NO NULL login received": is a saslauthd listening there?\n`]);
+      const hung = await runTool(node, [CLIENT_BIN, '--ping', '-f', silentPath, '--timeout', '1']);
+      assert.deepEqual([hung.code, hung.stdout], [1, `FAILED: ${silentPath}: no answer within 1 s\n`]);
+    } finally {
+      for (const c of held) c.destroy();
+      await new Promise((r) => impostor.close(r));
+      await new Promise((r) => silent.close(r));
+    }
+  });
+
+  test('--ping refuses credentials', async () => {
+    const r = await runTool(node, [CLIENT_BIN, '--ping', '-u', 'x', '-p', 'y']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, 'testsaslauthd-ts: --ping sends no credentials: leave out -u, -p\n');
   });
 
   test('a missing socket prints the connect error and exits 255', async () => {
