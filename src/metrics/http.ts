@@ -67,7 +67,7 @@ export class MetricsServer {
       {
         headersTimeout: HEADERS_TIMEOUT_MS,
         requestTimeout: HEADERS_TIMEOUT_MS,
-        keepAliveTimeout: 0,
+        keepAliveTimeout: 1000,
         maxHeaderSize: 8192,
         connectionsCheckingInterval: 1000,
       },

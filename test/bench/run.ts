@@ -5,7 +5,7 @@
 // Load comes from build/Release/saslauthd-loadgen (C, threads, one request per
 // connection as real clients do). BENCH_SECONDS sets the length of each run
 // (default 3; the yescrypt rows run at least 10), BENCH_REPEAT the runs per daemon and row (default 3, median
-// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack selects row groups.
+// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,metrics selects row groups.
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,11 +17,12 @@ import { DAEMON_BIN, ROOT, waitForSocket } from '../helpers/daemon';
 import { sendRequest } from '../../src/client/request';
 import { createUser, removeAllUsers } from '../helpers/users';
 import { childPids, groupPids } from '../helpers/procs';
+import { scrape } from '../helpers/metrics';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Runs per daemon and row, alternating; the row shows the median run (by req/s). */
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 3));
-const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack').split(','));
+const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,metrics').split(','));
 const CYRUS = '/usr/sbin/saslauthd';
 const LOADGEN = path.join(ROOT, 'build', 'Release', 'saslauthd-loadgen');
 const haveCyrus = fs.existsSync(CYRUS);
@@ -45,6 +46,8 @@ interface Measured extends Load {
 
 interface Daemon {
   socket: string;
+  /** --metrics socket, when started with one. */
+  metrics?: string;
   pids(): number[];
   stop(): Promise<void>;
 }
@@ -60,12 +63,28 @@ function procStatus(pid: number, key: string): number {
   }
 }
 
+/** CPU time (user + system, all threads) of these processes, in ms (/proc, 100 ticks a second). */
+function cpuMs(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      // Fields after the ")" that ends the command name: state is 3rd, utime 14th, stime 15th.
+      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // gone
+    }
+  }
+  return ticks * 10;
+}
+
 const rssMb = (pids: number[], key = 'VmRSS'): number => pids.reduce((a, p) => a + procStatus(p, key), 0) / 1024;
 
-async function startOurs(args: string[]): Promise<Daemon> {
+async function startOurs(args: string[], withMetrics = false): Promise<Daemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ts-'));
   const log = fs.openSync(path.join(dir, 'daemon.log'), 'w');
-  const child: ChildProcess = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, ...args], {
+  const metrics = withMetrics ? path.join(dir, 'metrics.sock') : undefined;
+  const child: ChildProcess = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, ...args, ...(metrics ? ['--metrics', metrics] : [])], {
     stdio: ['ignore', log, log],
   });
   await waitForSocket(path.join(dir, 'mux'), 10_000, child);
@@ -74,6 +93,7 @@ async function startOurs(args: string[]): Promise<Daemon> {
   for (let i = 0; i < 100 && !/listening on socket/.test(fs.readFileSync(path.join(dir, 'daemon.log'), 'utf8')); i++) await sleep(50);
   return {
     socket: path.join(dir, 'mux'),
+    ...(metrics ? { metrics } : {}),
     pids: () => (child.pid ? [child.pid, ...childPids(child.pid)] : []),
     async stop() {
       child.kill('SIGTERM');
@@ -244,6 +264,59 @@ async function attackRows(victim: { name: string; password: string }, bystander:
   }
 }
 
+/**
+ * The cost of --metrics: the same load on the same daemon without and with
+ * it (counting, the endpoint, and a scrape every second as Prometheus would
+ * do at most), alternating which goes first; medians of REPEAT runs. Without
+ * --metrics (and without NOTIFY_SOCKET, as here) nothing is counted: that is
+ * today's request path.
+ */
+async function metricsRows(rows: Array<[string, string[], string[]]>): Promise<void> {
+  console.log(`\n--metrics cost (median of ${REPEAT} runs of ${SECONDS} s each, alternating; a scrape every second while on)`);
+  console.log(
+    `${'row'.padEnd(20)} | ${'without: req/s  p99 ms  CPU us/req'.padEnd(36)} | ${'with: req/s  p99 ms  CPU us/req'.padEnd(36)} | req/s with/without, CPU per req with/without`,
+  );
+  for (const [name, args, load] of rows) {
+    const off: Array<Measured & { cpuUs: number }> = [];
+    const on: Array<Measured & { cpuUs: number }> = [];
+    for (let i = 0; i < REPEAT; i++) {
+      for (const withMetrics of i % 2 === 0 ? [false, true] : [true, false]) {
+        const d = await startOurs(args, withMetrics);
+        try {
+          await sleep(200);
+          let scrapes = 0;
+          let scraping = true;
+          const scraper = (async () => {
+            while (scraping && d.metrics !== undefined) {
+              const s = await scrape({ socketPath: d.metrics });
+              if (s.status === 200) scrapes++;
+              await sleep(1000);
+            }
+          })();
+          const cpuBefore = cpuMs(d.pids());
+          const result = await loadgen(d.socket, load, SECONDS);
+          const cpuUs = ((cpuMs(d.pids()) - cpuBefore) * 1000) / Math.max(1, result.requests);
+          scraping = false;
+          await scraper;
+          if (withMetrics) assert.ok(scrapes >= SECONDS - 1, `only ${scrapes} scrapes`);
+          (withMetrics ? on : off).push({ ...result, rssMb: rssMb(d.pids(), 'VmHWM'), cpuUs });
+        } finally {
+          await d.stop();
+        }
+      }
+    }
+    const a = median(off);
+    const b = median(on);
+    const mid = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? 0;
+    const ca = mid(off.map((m) => m.cpuUs));
+    const cb = mid(on.map((m) => m.cpuUs));
+    const cell = (m: Measured, cpu: number): string => `${fmt(m.rps).padStart(8)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(cpu, 1).padStart(10)}`.padEnd(36);
+    console.log(
+      `${name.padEnd(20)} | ${cell(a, ca)} | ${cell(b, cb)} | ${((b.rps / a.rps) * 100).toFixed(1).padStart(6)} %, ${((cb / ca) * 100).toFixed(1).padStart(6)} %`,
+    );
+  }
+}
+
 async function cryptCpuMs(hash: string, password: string, n: number): Promise<number> {
   const pw = Buffer.from(password);
   const before = process.cpuUsage();
@@ -317,6 +390,13 @@ async function main(): Promise<void> {
           `good logins: ours ${fmt((loaded.ours.rps / base.ours.rps) * 100)} % of unloaded` +
           (base.cyrus && loaded.cyrus ? `, Cyrus ${fmt((loaded.cyrus.rps / base.cyrus.rps) * 100)} %` : ''),
       );
+    }
+    if (GROUPS.has('metrics')) {
+      await metricsRows([
+        ['cache hit C=1', ['-a', 'shadow', '-c'], ['-c', '1', '-u', yes.name, '-p', pw]],
+        ['cache hit C=8', ['-a', 'shadow', '-c'], ['-c', '8', '-u', yes.name, '-p', pw]],
+        ['shadow sha512 C=8', ['-a', 'shadow'], ['-c', '8', '-u', sha.name, '-p', pw]],
+      ]);
     }
     if (GROUPS.has('attack')) {
       const victim = createUser(`bvic${process.pid}`, 'Victim-pw-1');

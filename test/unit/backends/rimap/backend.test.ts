@@ -223,6 +223,16 @@ describe('rimap backend: several servers, resolution, deadlines', () => {
     assert.match(logText(), /trying the next server/);
   });
 
+  test('servers() reports each server down after a failed try and up once it answers (metrics, status line)', async () => {
+    const srv = await answering('TAG OK in\r\n');
+    const deadPort = await freePort();
+    const { b } = backend(`127.0.0.1/${deadPort},127.0.0.1/${srv.port}`);
+    const names = [`imap://127.0.0.1:${deadPort}?plain`, `imap://127.0.0.1:${srv.port}?plain`];
+    assert.deepEqual(b.servers(), names.map((name) => ({ name, up: true })), 'untried servers count as up');
+    assert.equal((await auth(b)).text, REPLY.ok);
+    assert.deepEqual(b.servers(), [{ name: names[0], up: false }, { name: names[1], up: true }]);
+  });
+
   test('a BYE greeting moves on to the next server too', async () => {
     const bye = await fake((sock) => void sock.end('* BYE busy\r\n'));
     const srv = await answering('TAG OK in\r\n');
