@@ -179,20 +179,56 @@ describe('metrics', () => {
     const conns: net.Socket[] = [];
     try {
       // More connections than the endpoint keeps, none of which ever sends a byte.
+      let open = 0;
       const closed = Array.from({ length: 40 }, () => {
         const c = net.connect(sock);
         conns.push(c);
+        open++;
         c.on('error', () => undefined);
-        return new Promise<void>((resolve) => c.once('close', () => resolve()));
+        // Read what comes (a 408 before the close), or the close itself is never seen.
+        c.resume();
+        return new Promise<void>((resolve) =>
+          c.once('close', () => {
+            open--;
+            resolve();
+          }),
+        );
       });
       assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK');
       // Every one of them is closed by the daemon: surplus at once, the rest at the idle deadline.
       const deadline = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 20_000).unref());
-      assert.notEqual(await Promise.race([Promise.all(closed), deadline]), 'timeout', 'the endpoint kept idle connections past 20 s');
+      assert.notEqual(await Promise.race([Promise.all(closed), deadline]), 'timeout', `the endpoint kept ${open} idle connections past 20 s`);
       assert.equal((await scrape({ socketPath: sock })).status, 200);
       assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK');
     } finally {
       for (const c of conns) c.destroy();
+      await d.stop();
+    }
+  });
+
+  test('a client trickling its request a byte at a time is cut off, however lively it keeps the connection', async () => {
+    const sock = path.join(tmp, 'trickle.sock');
+    const d = await startDaemon({ args: ['-a', 'shadow', '--metrics', sock] });
+    const c = net.connect(sock);
+    c.on('error', () => undefined);
+    c.resume();
+    const request = Buffer.from('GET /metrics HTTP/1.1\r\nHost: x\r\nUser-Agent: slow-loris-test\r\n\r\n');
+    let sent = 0;
+    // A byte every 500 ms: never idle for long, the whole request would take half a minute.
+    const drip = setInterval(() => {
+      if (sent < request.length && !c.destroyed) c.write(request.subarray(sent, ++sent));
+    }, 500);
+    try {
+      const started = Date.now();
+      const closed = new Promise<number>((resolve) => c.once('close', () => resolve(Date.now() - started)));
+      const deadline = new Promise<number>((r) => setTimeout(() => r(-1), 20_000).unref());
+      const after = await Promise.race([closed, deadline]);
+      assert.notEqual(after, -1, 'still open after 20 s');
+      assert.ok(sent < request.length, `the whole request went out (${sent} bytes) before the daemon closed`);
+      assert.equal((await scrape({ socketPath: sock })).status, 200);
+    } finally {
+      clearInterval(drip);
+      c.destroy();
       await d.stop();
     }
   });
