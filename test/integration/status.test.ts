@@ -88,6 +88,19 @@ describe('systemd status line', () => {
     }
   });
 
+  test('--workers 2: the primary reports the requests of every worker', async () => {
+    await receiver();
+    const d = await startDaemon({ args: ['-a', 'shadow', '--workers', '2'], env: { NOTIFY_SOCKET: rx.socket } });
+    try {
+      await rx.waitFor(/READY=1/);
+      const replies = await Promise.all(Array.from({ length: 12 }, (_, i) => ask(d.socketPath, user.name, i < 10 ? PASSWORD : 'wrong')));
+      assert.equal(replies.filter((r) => r === 'OK').length, 10);
+      await rx.waitFor(/^STATUS=serving: 12 requests, 2 failed, 0 unavailable; mechanism shadow$/);
+    } finally {
+      await d.stop();
+    }
+  });
+
   describe('with ldap', () => {
     let slapd: Slapd;
     before(async () => {
