@@ -96,14 +96,22 @@ Napi::Value Listener::Open(const Napi::CallbackInfo& info) {
   accept_pause_.data = this;
   err = uv_poll_start(&accept_poll_, UV_READABLE, OnAcceptable);
   if (err != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&accept_poll_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_), nullptr);
+    // The handles point at this object until libuv has closed them: the
+    // last close callback lets it go.
+    closing_handles_ = 2;
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_poll_), OnAcceptHandleClosed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_), OnAcceptHandleClosed);
     UvError(env, err, "cannot accept on the socket").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   listen_fd_ = fd;
   accepting_ = Accepting::kOpen;
   return env.Undefined();
+}
+
+void Listener::OnAcceptHandleClosed(uv_handle_t* handle) {
+  auto* self = static_cast<Listener*>(handle->data);
+  if (--self->closing_handles_ == 0) self->Unref();
 }
 
 Conn* Listener::Find(const Napi::Value& id) {

@@ -123,6 +123,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   static void OnReadTimeout(uv_timer_t* timer);
   static void OnDrainTimeout(uv_timer_t* timer);
   static void OnHandleClosed(uv_handle_t* handle);
+  static void OnAcceptHandleClosed(uv_handle_t* handle);
 
   static constexpr uint64_t kAcceptPauseMs = 100;
   static constexpr uint64_t kAcceptErrorLogMs = 5000;
@@ -136,6 +137,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   // One way: open() once; stopAccepting() closes the handles for good.
   enum class Accepting { kNever, kOpen, kStopped } accepting_ = Accepting::kNever;
   bool at_limit_ = false;
+  int closing_handles_ = 0;  // a failed open() waits for these before Unref()
   uint64_t last_accept_log_ms_ = 0;
   size_t max_conns_ = 1;
   int64_t read_timeout_ms_ = 0;
