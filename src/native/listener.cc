@@ -274,16 +274,21 @@ void Listener::Decoded(Conn* c) {
   Napi::HandleScope scope(env);
   unsigned char fp[kFingerprintBytes];
   Fingerprint(login, r.field(RequestDecoder::kRealm), password, fp);
-  Napi::Array a = Napi::Array::New(env, 5);
-  a.Set(0u, Latin1(env, login));
-  a.Set(1u, Latin1(env, r.field(RequestDecoder::kService)));
-  a.Set(2u, Latin1(env, r.field(RequestDecoder::kRealm)));
   // An empty address is no address (Cyrus master sends "" when it has none).
   Field addr = r.field(RequestDecoder::kAddr);
-  a.Set(3u, r.has_addr() && addr.size > 0 ? Latin1(env, addr) : env.Undefined());
-  a.Set(4u, Napi::Buffer<unsigned char>::Copy(env, fp, sizeof fp));
+  // The fields go as arguments of their own: one call, no array to build.
+  napi_value args[] = {
+      Napi::Number::New(env, kRequest),
+      Napi::Number::New(env, static_cast<double>(c->id)),
+      Latin1(env, login),
+      Latin1(env, r.field(RequestDecoder::kService)),
+      Latin1(env, r.field(RequestDecoder::kRealm)),
+      r.has_addr() && addr.size > 0 ? Latin1(env, addr) : env.Undefined(),
+      Napi::Buffer<unsigned char>::Copy(env, fp, sizeof fp),
+  };
   explicit_bzero(fp, sizeof fp);
-  Emit(kRequest, c->id, a);
+  on_event_.MakeCallback(Value(), 7, args, context_);
+  if (env.IsExceptionPending()) napi_fatal_exception(env, env.GetAndClearPendingException().Value());
 }
 
 // Refused before any check: answer, then tell JavaScript (to log it).

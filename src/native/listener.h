@@ -22,10 +22,12 @@
 //     .busy                  requests handed to JavaScript or a check and not answered
 //   setFingerprintKey(buffer)
 //
-// onEvent(kind, id, arg), kind (ListenerEvent in binding.ts):
-//   0 request    [login, service, realm, address | undefined, fingerprint]
-//                (strings are Latin-1: one character per byte received)
+// onEvent(kind, id, ...args), kind (ListenerEvent in binding.ts):
+//   0 request    login, service, realm, address | undefined, fingerprint
+//                (five arguments; strings are Latin-1: one character per
+//                byte received)
 //   1 rejected   [message, field?, length?]: answered before any check
+//                (every other kind has one argument)
 //   2 incomplete [why: 'eof' | 'timeout' | 'error', bytes, detail?]: closed
 //                before the request was complete
 //   3 accept error "CODE message" (out of descriptors, accepting pauses 100 ms)

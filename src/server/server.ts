@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type pino from 'pino';
-import { native, ListenerEvent, type IncompleteWhy, type NativeListener, type NativeRequest } from '../native/binding';
+import { native, ListenerEvent, type IncompleteWhy, type NativeListener } from '../native/binding';
 import { Exchange } from './exchange';
 
 export const SOCKET_NAME = 'mux';
@@ -66,7 +66,12 @@ export class SaslauthdServer {
 
   constructor(private readonly opts: ServerOptions) {
     this.listener = new native.Listener(
-      (kind, id, arg) => this.onEvent(kind, id, arg),
+      (kind, id, arg, service, realm, addr, fingerprint) =>
+        kind === ListenerEvent.Request
+          ? this.opts.handle(
+              new Exchange(this.listener, id, arg as string, service as string, realm as string, addr as string | undefined, fingerprint as Buffer),
+            )
+          : this.onEvent(kind, arg),
       opts.readTimeoutMs,
       opts.drainTimeoutMs,
       opts.maxConnections,
@@ -78,14 +83,12 @@ export class SaslauthdServer {
     return this.listener.count;
   }
 
-  private onEvent(kind: ListenerEvent, id: number, arg: unknown): void {
+  /** What the listener reports besides requests. */
+  private onEvent(kind: ListenerEvent, arg: unknown): void {
     const { log } = this.opts;
     switch (kind) {
-      case ListenerEvent.Request: {
-        const [login, service, realm, addr, fingerprint] = arg as NativeRequest;
-        this.opts.handle(new Exchange(this.listener, id, login, service, realm, addr, fingerprint));
-        return;
-      }
+      case ListenerEvent.Request:
+        return; // handled in the constructor's callback
       case ListenerEvent.Rejected: {
         const [message, field, length] = arg as [string, string?, number?];
         log.error(field !== undefined ? { field, length } : {}, message);

@@ -41,6 +41,8 @@ interface Load {
 
 interface Measured extends Load {
   rssMb: number;
+  /** The daemon's CPU time (all its processes and threads) per request, in microseconds. */
+  cpuUs: number;
 }
 
 interface Daemon {
@@ -61,6 +63,24 @@ function procStatus(pid: number, key: string): number {
 }
 
 const rssMb = (pids: number[], key = 'VmRSS'): number => pids.reduce((a, p) => a + procStatus(p, key), 0) / 1024;
+
+const TICK_US = 1e6 / Number(process.env.BENCH_CLK_TCK ?? 100);
+
+/** CPU time (user + system, all threads, and reaped children) of these processes, in microseconds. */
+function cpuUs(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime, stime, cutime, cstime: fields 14-17 of stat(5), 11-14 after "pid (comm) ".
+      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {
+      // gone
+    }
+  }
+  return ticks * TICK_US;
+}
 
 async function startOurs(args: string[]): Promise<Daemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ts-'));
@@ -115,8 +135,10 @@ async function measure(start: () => Promise<Daemon>, args: string[], seconds: nu
   const d = await start();
   try {
     await sleep(200);
+    const before = cpuUs(d.pids());
     const load = await loadgen(d.socket, args, seconds);
-    return { ...load, rssMb: rssMb(d.pids(), 'VmHWM') };
+    const used = cpuUs(d.pids()) - before;
+    return { ...load, rssMb: rssMb(d.pids(), 'VmHWM'), cpuUs: load.requests > 0 ? used / load.requests : 0 };
   } finally {
     await d.stop();
   }
@@ -136,8 +158,8 @@ const fmt = (n: number, d = 0): string => n.toFixed(d);
 function printRow(r: Row): void {
   const cell = (m?: Measured): string =>
     m
-      ? `${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.rssMb).padStart(4)}MB`
-      : '        (no Cyrus)                        ';
+      ? `${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.rssMb).padStart(4)}MB ${fmt(m.cpuUs).padStart(5)}us`
+      : '        (no Cyrus)                               ';
   const ratio = r.cyrus && r.cyrus.rps > 0 ? `${(r.ours.rps / r.cyrus.rps).toFixed(2)}x` : r.cyrus ? 'inf' : '-';
   console.log(`${r.name.padEnd(34)} | ${cell(r.ours)} | ${cell(r.cyrus)} | ${ratio.padStart(6)} ${r.note ?? ''}`);
 }
@@ -257,14 +279,16 @@ async function main(): Promise<void> {
   console.log(
     `saslauthd-ts benchmark: ${cores} cores, median of ${REPEAT} runs of ${SECONDS} s, Cyrus ${haveCyrus ? CYRUS : 'not installed'}`,
   );
-  console.log('columns: req/s  p50 ms  p99 ms  OK/NO/errors  peak RSS (all processes); ratio = ours/Cyrus req/s\n');
+  console.log(
+    'columns: req/s  p50 ms  p99 ms  OK/NO/errors  peak RSS (all processes)  CPU time per request (all processes and threads); ratio = ours/Cyrus req/s\n',
+  );
   const pw = 'Bench-pw-1';
   const sha = createUser(`bsha${process.pid}`, pw, 'sha512crypt');
   const yes = createUser(`byes${process.pid}`, pw); // chpasswd: Debian's default, yescrypt
   const shadowHash = (u: string): string => fs.readFileSync('/etc/shadow', 'utf8').split('\n').find((l) => l.startsWith(`${u}:`))!.split(':')[1]!;
 
   try {
-    console.log(`${'row'.padEnd(34)} | ${'saslauthd-ts'.padEnd(41)} | ${'Cyrus saslauthd -n 5'.padEnd(41)} | ratio`);
+    console.log(`${'row'.padEnd(34)} | ${'saslauthd-ts'.padEnd(48)} | ${'Cyrus saslauthd -n 5'.padEnd(48)} | ratio`);
     if (GROUPS.has('crypt')) {
       for (const [label, u] of [['sha512', sha], ['yescrypt', yes]] as const) {
         const n = label === 'sha512' ? 300 : 40;
