@@ -96,7 +96,9 @@ export class SaslauthdServer {
       }
       case ListenerEvent.Incomplete: {
         const [why, bytes, detail] = arg as [IncompleteWhy, number, string?];
-        if (why === 'eof') log.info({ bytes }, 'client closed before the request was complete');
+        // A connect-and-close with nothing sent is a probe (a monitor, a
+        // daemon checking whether the socket is taken): not worth a line.
+        if (why === 'eof') log[bytes === 0 ? 'debug' : 'info']({ bytes }, 'client closed before the request was complete');
         else if (why === 'timeout') {
           log.warn({ bytes, timeoutMs: this.opts.readTimeoutMs }, 'request not received within the read timeout; closing connection');
         } else log.debug({ bytes, code: detail?.split(' ')[0] }, `connection error before the request was complete: ${detail ?? ''}`);
