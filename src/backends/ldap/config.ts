@@ -3,7 +3,9 @@
 // LdapConfig. Where Cyrus silently ignores a mistake this reports it: an
 // unknown key or a bad value is a warning naming file, line and key (an error
 // in strict mode, for --check); what would make every request fail (a syntax
-// error, no usable server, SASL, unreadable TLS files) is an error.
+// error, no usable server, SASL, unreadable TLS files) is an error, and so is
+// a mistake that would quietly switch a protection off (a TLS, StartTLS or
+// group value nobody can read, a misspelt key close to a real one).
 import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -161,7 +163,17 @@ class Builder {
       const key = ALIASES.get(e.key);
       if (key === undefined) {
         const near = nearestKey(e.key);
-        this.warn(e.line, e.key, `unknown key${near ? ` (did you mean ${near}?)` : ''}; ignored`);
+        // A near miss is most likely a setting the admin believes is in force
+        // (ldap_goup_dn: a group restriction); Cyrus ignores it silently.
+        if (near !== undefined) {
+          this.error(
+            e.line,
+            e.key,
+            `unknown key (did you mean ${near}?); Cyrus ignores it silently, so the setting it was meant to make is not in force; correct the name or remove the line`,
+          );
+        } else {
+          this.warn(e.line, e.key, 'unknown key; ignored');
+        }
         continue;
       }
       const prev = this.set.get(key);
@@ -202,14 +214,26 @@ class Builder {
     return this.optBool(key) ?? parseBoolLoose(LDAP_KEYS[key]?.default ?? 'no');
   }
 
-  /** Cyrus's lak_config_switch, but loud about values it would silently read as "no". */
+  /**
+   * Cyrus's lak_config_switch, but loud about values it would silently read
+   * as "no": a warning, or an error where "no" switches a protection off.
+   */
   optBool(key: string): boolean | undefined {
     const s = this.set.get(key);
     if (s === undefined) return undefined;
     const v = s.value.trim().toLowerCase();
-    if (['1', 'yes', 'y', 'true', 't', 'on'].includes(v)) return true;
-    if (['0', 'no', 'n', 'false', 'f', 'off'].includes(v)) return false;
+    if (BOOL_TRUE.includes(v)) return true;
+    if (BOOL_FALSE.includes(v)) return false;
     const b = parseBoolLoose(v);
+    if (failsClosed(key)) {
+      this.error(
+        s.line,
+        s.written,
+        `'${shown(s.value)}' is not a yes/no value (accepted: ${[...BOOL_TRUE, ...BOOL_FALSE].join(', ')}); ` +
+          `Cyrus would read it as ${b ? 'yes' : 'no'}, but a security setting must say what it means; write one of them`,
+      );
+      return b;
+    }
     this.warn(s.line, s.written, `'${shown(s.value)}' is not yes/no/true/false/on/off/1/0; read as ${b ? 'yes' : 'no'}, as Cyrus does`);
     return b;
   }
@@ -240,6 +264,15 @@ class Builder {
     if (s === undefined || def?.choices === undefined) return fallback;
     const v = s.value.trim().toLowerCase();
     if (def.choices.includes(v)) return v as T;
+    if (failsClosed(key)) {
+      this.error(
+        s.line,
+        s.written,
+        `'${shown(s.value)}' is not one of ${def.choices.join(', ')}; Cyrus 2.1.28 would silently use the default ${fallback}, ` +
+          'which changes who passes the group check; write one of them',
+      );
+      return fallback;
+    }
     this.warn(s.line, s.written, `'${shown(s.value)}' is not one of ${def.choices.join(', ')}; using the default ${fallback}, as Cyrus 2.1.28 does`);
     return fallback;
   }
@@ -255,6 +288,17 @@ class Builder {
   }
 }
 
+const BOOL_TRUE: readonly string[] = ['yes', 'true', 'on', '1', 'y', 't'];
+const BOOL_FALSE: readonly string[] = ['no', 'false', 'off', '0', 'n', 'f'];
+
+/**
+ * Keys whose unreadable value is an error rather than Cyrus's silent guess:
+ * the guess can turn off certificate checks, StartTLS or a group restriction.
+ */
+function failsClosed(key: string): boolean {
+  return key.startsWith('ldap_tls_') || key === 'ldap_start_tls' || key.startsWith('ldap_group_');
+}
+
 /** lak_config_switch: the first character decides; "on" is true, everything unknown false. */
 function parseBoolLoose(v: string): boolean {
   const c = v.charAt(0).toLowerCase();
@@ -267,9 +311,12 @@ function shown(v: string): string {
   return t.length > 40 ? `${t.slice(0, 37)}...` : t;
 }
 
+/** An unknown key this close to a known one is taken for a misspelling of it. */
+const TYPO_DISTANCE = 2;
+
 function nearestKey(key: string): string | undefined {
   let best: string | undefined;
-  let bestD = 3;
+  let bestD = TYPO_DISTANCE + 1;
   for (const k of ALIASES.keys()) {
     const d = editDistance(key, k);
     if (d < bestD) {
@@ -321,6 +368,17 @@ function pemCertificates(text: string): string[] {
 function buildTls(b: Builder, tlsUsed: boolean): TlsSettings {
   const startTls = b.bool('ldap_start_tls');
   const checkPeer = b.optBool('ldap_tls_check_peer');
+  if (checkPeer === false && BOOL_FALSE.includes(b.str('ldap_tls_check_peer').trim().toLowerCase())) {
+    // Cyrus's meaning is kept (measured: it accepts an untrusted certificate),
+    // but an admin must be reminded at every start and reload.
+    const w = b.where('ldap_tls_check_peer');
+    b.warn(
+      w.line,
+      w.key,
+      "no: the directory's TLS certificate is not verified, so anyone on the network path can pose as the directory, " +
+        'read the passwords and answer OK; set ldap_tls_cacert_file to the CA that signed it and remove this line',
+    );
+  }
   // Problems with TLS files only break connections that use TLS.
   const problem = (key: string, message: string): void => {
     const w = b.where(key);

@@ -103,11 +103,26 @@ describe('--check', () => {
   });
 
   test('an unknown ldap key is reported with file, line and key (a warning: Cyrus 2.1.28 ignores it)', () => {
-    const p = file('ldap.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_scop: one\n');
+    const p = file('ldap.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_frobnicate_level: one\n');
     const r = check(['-a', 'ldap', '-O', p]);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_scop: unknown key`, 'm'));
+    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_frobnicate_level: unknown key`, 'm'));
     assert.match(r.out, /^ {2}ldap_servers +ldap:\/\/127\.0\.0\.1\/$/m);
+  });
+
+  test('a misspelt ldap key fails the check and names the key it was meant to be', () => {
+    const p = file('ldap-typo.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_goup_dn: cn=mail,dc=x\n');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: error: ${p}:2: ldap_goup_dn: unknown key \\(did you mean ldap_group_dn\\?\\)`, 'm'));
+  });
+
+  test('ldap_tls_check_peer: no passes the check but is shown, as a warning and in the settings', () => {
+    const p = file('ldap-nocheck.conf', 'ldap_servers: ldaps://127.0.0.1/\nldap_tls_check_peer: no\n');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_tls_check_peer: no: the directory's TLS certificate is not verified`, 'm'));
+    assert.match(r.out, /^ {2}ldap_tls_check_peer +no$/m);
   });
 
   test('the shipped /etc/default/saslauthd-ts passes without a single warning', () => {
