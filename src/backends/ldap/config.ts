@@ -18,7 +18,8 @@ import {
   parseConfText,
   readConfFile,
 } from '../../config/saslauthd-conf';
-import { expandTokens } from './tokens';
+import { isSaslMechanismName } from './errors';
+import { expandTokens, templateLiteral } from './tokens';
 
 export const DEFAULT_CONF_FILE = '/etc/saslauthd.conf';
 /** Debian's system CA bundle, which libldap uses through /etc/ldap/ldap.conf. */
@@ -498,6 +499,16 @@ export function buildLdapConfig(file: string, entries: ConfEntry[], parseIssues:
     b.error(w.line, w.key, 'no usable LDAP URI; set ldap_servers: ldap://host/ (several may be listed, separated by spaces)');
   }
 
+  if (isSaslMechanismName(b.str('ldap_bind_dn'))) {
+    const w = b.where('ldap_bind_dn');
+    b.error(
+      w.line,
+      w.key,
+      `'${shown(b.str('ldap_bind_dn'))}' is a SASL mechanism name, not a DN: the LDAP library would make a SASL bind of it; ` +
+        "write the service account's DN, or leave ldap_bind_dn out to search anonymously",
+    );
+  }
+
   const version = b.int('ldap_version', 2);
   if (version !== 3) {
     const w = b.where('ldap_version');
@@ -523,7 +534,17 @@ export function buildLdapConfig(file: string, entries: ConfEntry[], parseIssues:
   const authMethod = b.choice<AuthMethod>('ldap_auth_method');
   const filter = b.str('ldap_filter');
   if (authMethod === 'fastbind') {
-    if (filter.trimStart().startsWith('(') || !filter.includes('=')) {
+    if (templateLiteral(filter).trim() === '') {
+      // The login would be the whole bind DN: never a valid DN (tokens are
+      // DN-escaped), but "EXTERNAL" would be a SASL bind in ldapts.
+      const w = b.where('ldap_filter');
+      b.error(
+        w.line,
+        w.key,
+        `with ldap_auth_method: fastbind this is the bind DN template, but '${shown(filter)}' is made of tokens only: the login would be the whole DN; ` +
+          'write a DN such as uid=%U,ou=people,dc=example,dc=org',
+      );
+    } else if (filter.trimStart().startsWith('(') || !filter.includes('=')) {
       const w = b.where('ldap_filter');
       b.warn(w.line, w.key, `with ldap_auth_method: fastbind this is the bind DN template (e.g. uid=%U,ou=people,dc=example,dc=org), but '${shown(filter)}' is not a DN`);
     }

@@ -9,7 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Client, type Filter, type SearchOptions, type SearchResult } from 'ldapts';
 import type { LdapServer, TlsSettings } from './config';
-import { classify, LdapConnectivityError } from './errors';
+import { classify, isSaslMechanismName, LdapConnectivityError, SaslNameBindError } from './errors';
 
 export interface ConnectionOptions {
   server: LdapServer;
@@ -128,8 +128,13 @@ export class LdapConnection {
     await this.run('StartTLS', () => this.client.startTLS({ ...this.tlsOptions }), timeoutMs);
   }
 
-  /** Simple bind; an empty DN and password is an anonymous bind. */
+  /**
+   * Simple bind; an empty DN and password is an anonymous bind. Every bind of
+   * the mechanism comes through here, so this is where a DN that ldapts would
+   * turn into a SASL bind is stopped (SaslNameBindError).
+   */
   async bind(dn: string, password: string, timeoutMs?: number): Promise<void> {
+    if (isSaslMechanismName(dn)) throw new SaslNameBindError(dn);
     await this.run('bind', () => this.client.bind(dn, password), timeoutMs);
   }
 

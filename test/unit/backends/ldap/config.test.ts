@@ -272,6 +272,26 @@ describe('ldap config', () => {
     assert.deepEqual(messages('ldap_auth_method: fastbind\nldap_filter: uid=%U,dc=x\n'), []);
   });
 
+  test('fastbind with a DN template made of tokens only is an error: the login would be the whole DN', () => {
+    for (const template of ['%u', '%U', ' %r ', '%U%R']) {
+      const r = build(`ldap_auth_method: fastbind\nldap_filter: ${template}\n`);
+      assert.equal(r.config, undefined, template);
+      assert.match(
+        formatIssue(r.issues.find((i) => i.severity === 'error')!),
+        /^\/etc\/saslauthd\.conf:2: ldap_filter: with ldap_auth_method: fastbind this is the bind DN template, but '.*' is made of tokens only: the login would be the whole DN; write a DN such as uid=%U,ou=people,dc=example,dc=org$/,
+        template,
+      );
+    }
+  });
+
+  test('an ldap_bind_dn that is a SASL mechanism name is an error, in any case', () => {
+    for (const dn of ['EXTERNAL', 'plain', 'Digest-MD5', 'SCRAM-SHA-1']) {
+      const r = build(`ldap_bind_dn: ${dn}\n`);
+      assert.equal(r.config, undefined, dn);
+      assert.match(formatIssue(r.issues[0]!), new RegExp(`^/etc/saslauthd\\.conf:1: ldap_bind_dn: '${dn}' is a SASL mechanism name, not a DN`), dn);
+    }
+  });
+
   test('a GnuTLS priority string in ldap_tls_ciphers warns and is ignored', () => {
     const r = build('ldap_tls_ciphers: NORMAL:-VERS-TLS1.0\n');
     assert.ok(r.config);
