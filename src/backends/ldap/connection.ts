@@ -32,12 +32,26 @@ export interface SearchParams {
   explicitBufferAttributes?: string[];
 }
 
+/**
+ * How a connection is protected: 'tls' (ldaps://, or ldap:// with
+ * ldap_start_tls), 'local' (ldapi://, a UNIX socket nobody on the network
+ * sees) or 'plain'.
+ */
+export type Transport = 'tls' | 'local' | 'plain';
+
+export function transportOf(server: LdapServer, tlsSettings: TlsSettings): Transport {
+  if (server.scheme === 'ldapi') return 'local';
+  if (server.scheme === 'ldaps' || tlsSettings.startTls) return 'tls';
+  return 'plain';
+}
+
 function urlHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
 export class LdapConnection {
   readonly server: LdapServer;
+  readonly transport: Transport;
   private readonly client: Client;
   private readonly timeoutMs: number;
   private readonly closer = new AbortController();
@@ -50,6 +64,7 @@ export class LdapConnection {
 
   constructor(opts: ConnectionOptions) {
     this.server = opts.server;
+    this.transport = transportOf(opts.server, opts.tls);
     this.signal = opts.signal;
     this.timeoutMs = opts.timeoutMs;
     const { server } = opts;
