@@ -3,8 +3,11 @@
 // after another (ldapts hangs when a fresh Client is used concurrently, and
 // pipelined binds are flaky), (b) every call has a hard timeout and honours
 // the request's AbortSignal even where ldapts itself would wait forever (TLS
-// handshake after StartTLS, a connect whose socket was destroyed), and (c)
-// closing really destroys the sockets.
+// handshake after StartTLS, a connect whose socket was destroyed), (c)
+// closing really destroys the sockets, and (d) it is one socket: ldapts would
+// silently reopen a lost connection on the next operation, unbound, and after
+// StartTLS in plain text, so a loss fails every later operation instead and a
+// second socket is refused.
 import net from 'node:net';
 import tls from 'node:tls';
 import { Client, type Filter, type SearchOptions, type SearchResult } from 'ldapts';
@@ -61,6 +64,10 @@ export class LdapConnection {
   private readonly onAbort = (): void => this.close();
   private readonly signal: AbortSignal;
   private busy = false;
+  /** A socket was opened: ldapts must never open another. */
+  private opened = false;
+  /** Why the connection cannot be used any more, when that is not a plain close(). */
+  private failure: LdapConnectivityError | undefined;
 
   constructor(opts: ConnectionOptions) {
     this.server = opts.server;
@@ -76,16 +83,27 @@ export class LdapConnection {
       ...(net.isIP(server.host) === 0 ? { servername: server.host } : {}),
     };
     this.startTls = opts.tls.startTls && server.scheme === 'ldap';
+    const openOnce = (): void => {
+      if (this.opened) throw this.lost();
+      this.opened = true;
+    };
     const track = <S extends net.Socket>(s: S): S => {
       this.sockets.add(s);
-      s.once('close', () => this.sockets.delete(s));
+      s.once('close', () => {
+        this.sockets.delete(s);
+        if (!this.closed) this.onLost();
+      });
       return s;
     };
-    const createConnection = ((port: number, host: string) =>
-      track(server.socketPath !== undefined ? net.connect(server.socketPath) : net.connect(port, host))) as typeof net.connect;
+    const createConnection = ((port: number, host: string) => {
+      openOnce();
+      return track(server.socketPath !== undefined ? net.connect(server.socketPath) : net.connect(port, host));
+    }) as typeof net.connect;
     // Used for ldaps:// and for the StartTLS upgrade; our options win over ldapts's.
     const createSecureConnection = ((...args: unknown[]) => {
       const given = (typeof args[0] === 'object' && args[0] !== null ? args[0] : args[2] ?? {}) as tls.ConnectionOptions;
+      // StartTLS wraps the socket already open; anything else is a new connection.
+      if (given.socket === undefined) openOnce();
       const options: tls.ConnectionOptions =
         typeof args[0] === 'number'
           ? { ...given, port: args[0], host: args[1] as string, ...this.tlsOptions }
@@ -108,11 +126,17 @@ export class LdapConnection {
     return this.closer.signal.aborted;
   }
 
+  /** Sockets not yet closed (a StartTLS connection has two: TCP and TLS on it). */
+  get openSockets(): number {
+    return this.sockets.size;
+  }
+
   /**
    * Run one ldapts call with our own deadline and abort on top of ldapts's
    * timeouts. Errors come back classified (see errors.ts).
    */
   private async run<T>(what: string, call: () => Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
+    if (this.failure !== undefined) throw this.failure;
     if (this.closed) throw new LdapConnectivityError('LDAP_ABORTED', `${what}: connection closed`);
     if (this.busy) throw new Error(`${what}: LdapConnection used concurrently`);
     this.busy = true;
@@ -124,7 +148,7 @@ export class LdapConnection {
           reject(new LdapConnectivityError('LDAP_TIMEOUT', `${what}: no answer from ${this.server.uri} within ${timeoutMs} ms`));
           this.close();
         }, timeoutMs);
-        onClose = () => reject(new LdapConnectivityError('LDAP_ABORTED', `${what}: aborted`));
+        onClose = () => reject(this.failure ?? new LdapConnectivityError('LDAP_ABORTED', `${what}: aborted`));
         this.closer.signal.addEventListener('abort', onClose, { once: true });
       });
       return await Promise.race([call(), guard]);
@@ -169,6 +193,21 @@ export class LdapConnection {
 
   async compare(dn: string, attribute: string, value: string): Promise<boolean> {
     return this.run('compare', () => this.client.compare(dn, attribute, value));
+  }
+
+  private lost(): LdapConnectivityError {
+    return new LdapConnectivityError(
+      'LDAP_CONNECTION_LOST',
+      `${this.server.uri}: the connection was lost; it is not reopened (a new one would be unbound, and after StartTLS unencrypted)`,
+    );
+  }
+
+  /** A socket closed under us: no later operation may run, and one in progress must not wait for an answer. */
+  private onLost(): void {
+    this.failure ??= this.lost();
+    // After ldapts's own reaction to the close (it rejects what it can) and
+    // any socket error it reports, so those keep their more precise reason.
+    setImmediate(() => this.close());
   }
 
   /** Unbind politely, then make sure every socket is gone. Never throws. */

@@ -11,7 +11,7 @@ export type LdapFailureCode =
   | 'LDAP_TLS'
   /** No answer within ldap_timeout. */
   | 'LDAP_TIMEOUT'
-  /** The connection closed or broke under an operation. */
+  /** The connection closed or broke under an operation, or before the next one (it is never reopened). */
   | 'LDAP_CONNECTION_LOST'
   /** The server answered busy or unavailable. */
   | 'LDAP_SERVER_BUSY'
