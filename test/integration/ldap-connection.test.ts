@@ -1,14 +1,18 @@
-// One LDAP connection against a link that drops. ldapts reopens a dropped
-// connection by itself on the next operation, unbound, and after StartTLS in
-// plain text. A connection here is one socket: losing it fails the operation.
+// One LDAP connection against a link that drops and a directory that will not
+// stop talking. ldapts reopens a dropped connection by itself on the next
+// operation, in plain text and unbound even after StartTLS, and buffers a
+// response without limit. A connection here is one socket: losing it fails the
+// operation; and it is dropped once the server has sent more than a bound.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import tls from 'node:tls';
 import { EqualityFilter } from 'ldapts';
 import { type LdapServer, parseServerUri, type TlsSettings } from '../../src/backends/ldap/config';
-import { LdapConnection } from '../../src/backends/ldap/connection';
+import { LdapConnection, MAX_RESPONSE_BYTES } from '../../src/backends/ldap/connection';
 import { LdapConnectivityError } from '../../src/backends/ldap/errors';
+import { serviceConf, startLdapDaemon } from '../helpers/ldap';
+import { type HostileLdapServer, SAFETY_CAP_BYTES, startHostileLdapServer, type Stream } from '../helpers/hostile-ldap';
 import { BASE_DN, SERVICE_DN, SERVICE_PASSWORD, startSlapd, USERS, type Slapd } from '../helpers/slapd';
 import { type CaptureProxy, startCaptureProxy } from '../helpers/tcp';
 
@@ -102,4 +106,49 @@ describe('an LDAP connection whose link drops', () => {
       conn.close();
     }
   });
+});
+
+describe('a directory that streams an endless response', () => {
+  const servers: HostileLdapServer[] = [];
+  after(async () => {
+    for (const s of servers) await s.close();
+  });
+
+  /** Resident memory of a process, in bytes. */
+  function rss(pid: number): number {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return Number(m?.[1] ?? 0) * 1024;
+  }
+
+  for (const [stream, what] of [
+    ['endless-entry', 'an endless search entry'],
+    ['garbage', 'endless garbage'],
+  ] as Array<[Stream, string]>) {
+    test(`${what} after the bind: dropped past the response limit, answered NO as unavailable, memory bounded`, async () => {
+      const hostile = await startHostileLdapServer(stream);
+      servers.push(hostile);
+      const d = await startLdapDaemon(serviceConf(`ldap://127.0.0.1:${hostile.port}/`, { ldap_timeout: 10 }));
+      try {
+        const pid = d.d.child.pid ?? 0;
+        const first = await d.explain('alice', USERS.alice.password);
+        assert.equal(first.reply, 'NO');
+        assert.equal(first.result, 'unavailable');
+        assert.match(first.reason, new RegExp(`the server sent more than ${MAX_RESPONSE_BYTES} bytes; connection dropped`));
+        await d.d.waitForLog(/"level":40.*the server sent more than \d+ bytes; connection dropped/);
+        // After the first request (which loads code and sets up TLS contexts), more cost no lasting memory.
+        const rssBefore = rss(pid);
+        for (let i = 0; i < 10; i++) {
+          const r = await d.explain('alice', USERS.alice.password);
+          assert.deepEqual([r.reply, r.result], ['NO', 'unavailable']);
+        }
+        const grown = rss(pid) - rssBefore;
+        assert.ok(grown < SAFETY_CAP_BYTES / 2, `the daemon grew by ${grown} bytes over ten requests`);
+        // Every connection was closed by us, long before the server's own cap.
+        await until(() => hostile.closedByClient() === hostile.accepted(), 'the daemon to close every connection');
+        for (const n of hostile.written()) assert.ok(n < SAFETY_CAP_BYTES, `${n} bytes were accepted on one connection`);
+      } finally {
+        await d.stop();
+      }
+    });
+  }
 });

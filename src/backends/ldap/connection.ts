@@ -4,10 +4,11 @@
 // pipelined binds are flaky), (b) every call has a hard timeout and honours
 // the request's AbortSignal even where ldapts itself would wait forever (TLS
 // handshake after StartTLS, a connect whose socket was destroyed), (c)
-// closing really destroys the sockets, and (d) it is one socket: ldapts would
+// closing really destroys the sockets, (d) it is one socket: ldapts would
 // silently reopen a lost connection on the next operation, unbound, and after
 // StartTLS in plain text, so a loss fails every later operation instead and a
-// second socket is refused.
+// second socket is refused, and (e) a server cannot make it buffer without
+// limit (ldapts concatenates every chunk until a message is complete).
 import net from 'node:net';
 import tls from 'node:tls';
 import { Client, type Filter, type SearchOptions, type SearchResult } from 'ldapts';
@@ -48,6 +49,13 @@ export function transportOf(server: LdapServer, tlsSettings: TlsSettings): Trans
   return 'plain';
 }
 
+/**
+ * The most the server may send on one connection. An authentication reads a
+ * bind answer or two, one search (two entries at most, a few attributes) and
+ * a compare: a few KiB. More is a server that will not stop.
+ */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
 function urlHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
@@ -66,6 +74,7 @@ export class LdapConnection {
   private busy = false;
   /** A socket was opened: ldapts must never open another. */
   private opened = false;
+  private received = 0;
   /** Why the connection cannot be used any more, when that is not a plain close(). */
   private failure: LdapConnectivityError | undefined;
 
@@ -87,8 +96,11 @@ export class LdapConnection {
       if (this.opened) throw this.lost();
       this.opened = true;
     };
-    const track = <S extends net.Socket>(s: S): S => {
+    const track = <S extends net.Socket>(s: S, ready: 'connect' | 'secureConnect'): S => {
       this.sockets.add(s);
+      // Registered before ldapts's own 'connect' listener, which starts its
+      // reading: counting starts with it, and adds no reader before it.
+      s.once(ready, () => s.on('data', (chunk: Buffer) => this.count(chunk.length)));
       s.once('close', () => {
         this.sockets.delete(s);
         if (!this.closed) this.onLost();
@@ -97,7 +109,7 @@ export class LdapConnection {
     };
     const createConnection = ((port: number, host: string) => {
       openOnce();
-      return track(server.socketPath !== undefined ? net.connect(server.socketPath) : net.connect(port, host));
+      return track(server.socketPath !== undefined ? net.connect(server.socketPath) : net.connect(port, host), 'connect');
     }) as typeof net.connect;
     // Used for ldaps:// and for the StartTLS upgrade; our options win over ldapts's.
     const createSecureConnection = ((...args: unknown[]) => {
@@ -108,7 +120,7 @@ export class LdapConnection {
         typeof args[0] === 'number'
           ? { ...given, port: args[0], host: args[1] as string, ...this.tlsOptions }
           : { ...given, ...this.tlsOptions };
-      return track(tls.connect(options));
+      return track(tls.connect(options), 'secureConnect');
     }) as typeof tls.connect;
     const url = server.scheme === 'ldaps' ? `ldaps://${urlHost(server.host)}:${server.port}` : `ldap://${urlHost(server.host)}:${server.port || 389}`;
     this.client = new Client({
@@ -208,6 +220,18 @@ export class LdapConnection {
     // After ldapts's own reaction to the close (it rejects what it can) and
     // any socket error it reports, so those keep their more precise reason.
     setImmediate(() => this.close());
+  }
+
+  private count(bytes: number): void {
+    this.received += bytes;
+    if (this.received <= MAX_RESPONSE_BYTES || this.closed) return;
+    this.failure ??= new LdapConnectivityError(
+      'LDAP_RESPONSE_TOO_LARGE',
+      `${this.server.uri}: the server sent more than ${MAX_RESPONSE_BYTES} bytes; connection dropped`,
+    );
+    this.close();
+    // Now, not after the unbind: stop reading.
+    for (const s of this.sockets) s.destroy();
   }
 
   /** Unbind politely, then make sure every socket is gone. Never throws. */

@@ -13,6 +13,8 @@ export type LdapFailureCode =
   | 'LDAP_TIMEOUT'
   /** The connection closed or broke under an operation, or before the next one (it is never reopened). */
   | 'LDAP_CONNECTION_LOST'
+  /** The server sent more than MAX_RESPONSE_BYTES on one connection. */
+  | 'LDAP_RESPONSE_TOO_LARGE'
   /** The server answered busy or unavailable. */
   | 'LDAP_SERVER_BUSY'
   /** The request's deadline passed or the daemon is stopping. */
