@@ -40,6 +40,35 @@ function answering(answer: string, greeting = GREETING) {
   });
 }
 
+/** Never more than this from a streaming fake, whatever the client does. */
+const STREAM_CAP = 64 * 1024 * 1024;
+
+/**
+ * A server that greets, then, once the LOGIN line has arrived, sends first and
+ * then chunk after chunk for as long as the client reads (up to STREAM_CAP).
+ */
+async function streaming(first: string, chunk: Buffer) {
+  let written = 0;
+  let closedByClient = false;
+  const srv = await fake(async (sock, readLine) => {
+    sock.on('close', () => (closedByClient = written < STREAM_CAP));
+    sock.write(GREETING);
+    await readLine();
+    sock.write(first);
+    const pump = (): void => {
+      while (!sock.destroyed && written < STREAM_CAP) {
+        written += chunk.length;
+        if (!sock.write(chunk)) {
+          sock.once('drain', pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
+  return { srv, written: () => written, closedByClient: () => closedByClient };
+}
+
 function backend(option: string, lookup?: LookupFn) {
   const l = logger();
   const b = new RimapBackend(parseRimapOption(option), l.log, lookup ? { lookup } : undefined);
@@ -121,6 +150,23 @@ describe('rimap backend: Cyrus replies', () => {
     });
     const { b } = backend(`127.0.0.1/${srv.port}`);
     assert.equal((await auth(b)).text, REPLY.sync);
+  });
+
+  test('a server streaming one endless response is cut off with the error synchronizing alert', async () => {
+    const stream = await streaming('* OK ', Buffer.alloc(64 * 1024, 0x41));
+    const { b } = backend(`127.0.0.1/${stream.srv.port}`);
+    assert.equal((await auth(b)).text, REPLY.sync);
+    await waitFor(() => stream.closedByClient());
+    assert.ok(stream.written() < STREAM_CAP, `${stream.written()} bytes accepted`);
+  });
+
+  test('a server streaming endless short untagged lines is cut off with the error synchronizing alert', async () => {
+    const stream = await streaming('', Buffer.from('* OK still talking\r\n'.repeat(4096)));
+    const { b } = backend(`127.0.0.1/${stream.srv.port}`);
+    // Every line resets the per-read timeout; only the request's deadline would end it.
+    assert.equal((await auth(b, PASSWORD, AbortSignal.timeout(60_000))).text, REPLY.sync);
+    await waitFor(() => stream.closedByClient());
+    assert.ok(stream.written() < STREAM_CAP, `${stream.written()} bytes accepted`);
   });
 
   test('a refused connection gives Couldn\'t contact remote authentication server', async () => {
