@@ -363,14 +363,22 @@ export class RimapBackend implements Backend {
     }
   }
 
-  /** Waits for `+` after a synchronizing literal; a tagged answer instead means the server refused it. */
+  /**
+   * Waits for `+` after a synchronizing literal. A tagged NO or BAD instead
+   * means the server refused the command, which ends LOGIN. A tagged OK
+   * cannot be an answer to a LOGIN whose password was never sent: it is a
+   * protocol error, never a success.
+   */
   private async waitContinuation(session: ImapSession, timeoutMs: number, secret: Buffer): Promise<ImapResponse | undefined> {
     for (;;) {
       const r = await session.next(timeoutMs);
       if (r.kind === 'continuation') return undefined;
       if (r.kind === 'untagged') continue;
-      if (r.tag === TAG) return r;
-      throw new RimapError('RIMAP_PROTOCOL', `unexpected response while waiting for "+": ${sanitizeLine(r.raw, [secret])}`);
+      if (r.tag === TAG && (r.status === 'NO' || r.status === 'BAD')) return r;
+      throw new RimapError(
+        'RIMAP_PROTOCOL',
+        `unexpected response in place of the "+" continuation: ${sanitizeLine(r.raw, [secret])}`,
+      );
     }
   }
 

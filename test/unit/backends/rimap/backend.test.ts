@@ -217,6 +217,30 @@ describe('rimap backend: literals and capabilities', () => {
     assert.ok(!srv.received()[0]!.includes('x\ny'), 'password bytes stayed home');
   });
 
+  test('a tagged OK in place of the "+" continuation is a protocol error, never a success', async () => {
+    const srv = await fake(async (sock, readLine) => {
+      sock.write(GREETING);
+      await readLine();
+      sock.write('saslauthd OK [CAPABILITY IMAP4rev1] Logged in\r\n');
+    });
+    const { b, logText } = backend(`127.0.0.1/${srv.port}`);
+    const o = await auth(b, 'wrong\npassword');
+    assert.deepEqual([o.ok, o.text, !o.ok && o.kind], [false, REPLY.unexpected, 'unavailable']);
+    assert.match(logText(), /"code":"RIMAP_PROTOCOL".*LOGIN: unexpected response in place of the .*continuation: saslauthd OK/);
+    assert.ok(!srv.received()[0]!.includes('wrong\npassword'), 'password bytes stayed home');
+  });
+
+  test('a tagged BAD in place of the "+" continuation ends LOGIN with the Unexpected response alert', async () => {
+    const srv = await fake(async (sock, readLine) => {
+      sock.write(GREETING);
+      await readLine();
+      sock.write('saslauthd BAD literal refused\r\n');
+    });
+    const { b } = backend(`127.0.0.1/${srv.port}`);
+    const o = await auth(b, 'x\ny');
+    assert.deepEqual([o.ok, o.text, !o.ok && o.kind], [false, REPLY.unexpected, 'unavailable']);
+  });
+
   test('LOGINDISABLED on a clear-text connection: the password is not sent', async () => {
     const srv = await fake((sock) => void sock.write('* OK [CAPABILITY IMAP4rev1 LOGINDISABLED STARTTLS] ready\r\n'));
     const { b, logText } = backend(`127.0.0.1/${srv.port}`);
