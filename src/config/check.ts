@@ -20,6 +20,7 @@ import {
   readDefaultsFile,
 } from './defaults-file';
 import { type DaemonOptions, parseArgs } from './options';
+import { maskCredentials } from '../log/redact';
 import { type ConfIssue, formatIssue } from './saslauthd-conf';
 
 /** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
@@ -396,13 +397,14 @@ export function runCheck(
 ): number {
   const r = checkConfiguration(argv, env);
   const width = Math.max(0, ...r.settings.map(([k]) => k.length));
-  for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${v}\n`);
+  // -O values, the flags and the messages quoting them can hold a URI with a password.
+  for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${maskCredentials(v)}\n`);
   // In file order, so the first line to fix comes first.
   const sorted = [...r.issues].sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : 0));
   const errors = sorted.filter((i) => i.severity === 'error');
   const warnings = sorted.filter((i) => i.severity === 'warning');
-  for (const w of warnings) err.write(`saslauthd-ts: warning: ${formatIssueLine(w)}\n`);
-  for (const e of errors) err.write(`saslauthd-ts: error: ${formatIssueLine(e)}\n`);
+  for (const w of warnings) err.write(`saslauthd-ts: warning: ${maskCredentials(formatIssueLine(w))}\n`);
+  for (const e of errors) err.write(`saslauthd-ts: error: ${maskCredentials(formatIssueLine(e))}\n`);
   if (errors.length > 0) {
     err.write(`saslauthd-ts: configuration check failed: ${errors.length} error(s), ${warnings.length} warning(s)\n`);
     return 1;

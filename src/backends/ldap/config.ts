@@ -18,6 +18,7 @@ import {
   parseConfText,
   readConfFile,
 } from '../../config/saslauthd-conf';
+import { maskCredentials } from '../../log/redact';
 import { isSaslMechanismName } from './errors';
 import { expandTokens, templateLiteral } from './tokens';
 
@@ -283,7 +284,7 @@ class Builder {
     for (const [key, def] of Object.entries(LDAP_KEYS)) {
       const s = this.set.get(key);
       if (def.secret) out[key] = s !== undefined ? '(set)' : '(not set)';
-      else out[key] = s?.value ?? def.default;
+      else out[key] = maskCredentials(s?.value ?? def.default);
     }
     return out;
   }

@@ -6,6 +6,7 @@
 // referral is followed only to a server listed in ldap_servers and never to a
 // weaker transport than the one it came from: the password goes where it points.
 import { type Entry, type Filter, FilterParser, NoSuchObjectError, ResultCodeError } from 'ldapts';
+import { maskCredentials } from '../../log/redact';
 import { denied, type Outcome, unavailable } from '../backend';
 import { type LdapServer, parseServerUri, type Scope } from './config';
 import { type LdapConnection, type Transport, transportOf } from './connection';
@@ -150,19 +151,21 @@ export async function findUser(s: LdapSession, conn: LdapConnection, attributes:
     for (const uri of references) {
       const ref = parseReferral(uri);
       if (ref === undefined) {
-        s.log.warn({ referral: uri }, 'cannot parse a search reference; ignored');
+        s.log.warn({ referral: maskCredentials(uri) }, 'cannot parse a search reference; ignored');
         continue;
       }
       const target = referralTarget(s, conn, ref);
       if (typeof target === 'string') {
-        s.log.warn({ referral: uri, server: conn.server.uri }, `not following the referral ${uri} from ${conn.server.uri}: ${target}`);
-        return { outcome: unavailable('NO', `User not found (referral ${uri} not followed: ${target})`) };
+        // The directory's URI: it may carry a password of its own.
+        const shown = maskCredentials(uri);
+        s.log.warn({ referral: shown, server: conn.server.uri }, `not following the referral ${shown} from ${conn.server.uri}: ${target}`);
+        return { outcome: unavailable('NO', `User not found (referral ${shown} not followed: ${maskCredentials(target)})`) };
       }
       try {
         found.push(...(await followReferral(s, target, ref, base, filter, attributes)));
       } catch (err) {
         const why = err instanceof ResultCodeError ? describeResult(err) : (err as Error).message;
-        return { outcome: unavailable('NO', `User not found (cannot follow referral ${uri}: ${why})`) };
+        return { outcome: unavailable('NO', `User not found (cannot follow referral ${maskCredentials(uri)}: ${why})`) };
       }
       if (found.length > 1) break;
     }

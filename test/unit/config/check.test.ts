@@ -125,6 +125,22 @@ describe('--check', () => {
     assert.match(r.out, /^ {2}ldap_tls_check_peer +no$/m);
   });
 
+  test('a password in a rimap -O URI is masked in the settings and in the error', () => {
+    const r = check(['-a', 'rimap', '-O', 'imaps://user:Zq-secret@mail.example.org']);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /^mechanism option \(-O\) +imaps:\/\/user:\*\*\*@mail\.example\.org$/m);
+    assert.match(r.err, /rimap: -O 'imaps:\/\/user:\*\*\*@mail\.example\.org': user names or passwords do not belong in -O/);
+    assert.ok(!`${r.out}${r.err}`.includes('Zq-secret'));
+  });
+
+  test('a password in an ldap_servers URI is masked in the warning and in the effective settings', () => {
+    const p = file('ldap-userinfo.conf', 'ldap_servers: ldap://cn=admin:Zq-secret@127.0.0.1/ ldap://127.0.0.1/\n');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.match(r.err, /ldap_servers: 'ldap:\/\/cn=admin:\*\*\*@127\.0\.0\.1\/': cannot read host and port; ignored/);
+    assert.match(r.out, /^ {2}ldap_servers +ldap:\/\/cn=admin:\*\*\*@127\.0\.0\.1\/ ldap:\/\/127\.0\.0\.1\/$/m);
+    assert.ok(!`${r.out}${r.err}`.includes('Zq-secret'));
+  });
+
   test('the shipped /etc/default/saslauthd-ts passes without a single warning', () => {
     const r = check(['-f', '--defaults-file', SHIPPED]);
     assert.equal(r.code, 0, r.err);

@@ -4,7 +4,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { REPLY, RimapBackend, type LookupFn } from '../../../../src/backends/rimap/backend';
+import { REPLY, RimapBackend, type LookupFn, sanitizeLine } from '../../../../src/backends/rimap/backend';
 import { parseRimapOption } from '../../../../src/backends/rimap/options';
 import type { Outcome } from '../../../../src/backends/backend';
 import { freePort } from '../../../helpers/dovecot';
@@ -397,6 +397,24 @@ describe('rimap backend: the password stays out of logs', () => {
     assert.equal((await auth(b)).text, REPLY.unexpected);
     assert.match(logText(), /\[redacted\]/);
     assert.ok(!logText().includes(PASSWORD), logText());
+  });
+});
+
+describe('sanitizeLine', () => {
+  test('redacts the password as sent and in its quoted-string form, with " and \\ escaped', () => {
+    const secret = Buffer.from('pa"ss\\wd');
+    assert.equal(sanitizeLine(Buffer.from('saslauthd NO pa"ss\\wd'), [secret]), 'saslauthd NO [redacted]');
+    assert.equal(sanitizeLine(Buffer.from('NO you said "pa\\"ss\\\\wd"'), [secret]), 'NO you said "[redacted]"');
+  });
+
+  test('redacts each piece of a password between its line breaks, as an echoed literal splits it', () => {
+    const secret = Buffer.from('first-line\r\nsecond-line');
+    assert.equal(sanitizeLine(Buffer.from('BAD first-line'), [secret]), 'BAD [redacted]');
+    assert.equal(sanitizeLine(Buffer.from('second-line was there'), [secret]), '[redacted] was there');
+  });
+
+  test('leaves pieces shorter than three bytes, which would blank out common words', () => {
+    assert.equal(sanitizeLine(Buffer.from('NO ab cd'), [Buffer.from('ab\ncd-long')]), 'NO ab cd');
   });
 });
 
