@@ -141,6 +141,25 @@ describe('--check', () => {
     assert.ok(!`${r.out}${r.err}`.includes('Zq-secret'));
   });
 
+  test('pam: warns when --auth-timeout is below the longest pam_faildelay delay, times libpam\'s 1.5, naming file and line', () => {
+    const pamDir = path.join(dir, 'pam.d');
+    fs.mkdirSync(pamDir);
+    fs.writeFileSync(path.join(pamDir, 'other'), '@include common-auth\n');
+    fs.writeFileSync(path.join(pamDir, 'login'), '# delay=99000000 in a comment\nauth optional pam_faildelay.so delay=3000000\n');
+    fs.writeFileSync(path.join(pamDir, 'imap'), 'auth  [default=die]  pam_faildelay.so   delay=8000000\n@include common-auth\n');
+    const warnings = (argv: string[]): string[] =>
+      checkConfiguration(['-a', 'pam', '-m', '/var/spool/postfix/var/run/saslauthd', ...argv], { pamDir, postfixBinary: '/nonexistent' })
+        .issues.filter((i) => i.severity === 'warning')
+        .map((i) => `${i.file}:${i.line}: ${i.message}`);
+    const expected =
+      `${path.join(pamDir, 'imap')}:1: pam_faildelay delay=8000000 holds a wrong password's answer up to 12 s (libpam varies the delay from 0.5 to 1.5 times), ` +
+      'longer than --auth-timeout 11 s: such answers are then given when --auth-timeout expires, cutting the delay short; set --auth-timeout 12 or more';
+    assert.deepEqual(warnings(['--auth-timeout', '11']), [expected]);
+    assert.deepEqual(warnings(['--auth-timeout', '12']), []);
+    fs.rmSync(path.join(pamDir, 'imap'));
+    assert.match(warnings(['--auth-timeout', '4'])[0] ?? '', /login:2: pam_faildelay delay=3000000 holds a wrong password's answer up to 4\.5 s .*set --auth-timeout 5 or more$/);
+  });
+
   test('the shipped /etc/default/saslauthd-ts passes without a single warning', () => {
     const r = check(['-f', '--defaults-file', SHIPPED]);
     assert.equal(r.code, 0, r.err);
