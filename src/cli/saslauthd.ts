@@ -9,6 +9,7 @@ import { type DaemonOptions } from '../config/options';
 import { parseArgsWithDefaults } from '../config/defaults-file';
 import { runCheck } from '../config/check';
 import { createLogger, type DaemonLogger } from '../log/logger';
+import { maskCredentials } from '../log/redact';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import type { Backend } from '../backends/backend';
 import crypto from 'node:crypto';
@@ -74,11 +75,13 @@ export async function main(argv: string[]): Promise<void> {
     await runDaemon(opts, logger, detachedChild);
   } catch (err) {
     const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
-    logger.log.fatal(e.message);
+    // Startup errors quote -O values and config lines: a URI there may hold a password.
+    const message = maskCredentials(e.message);
+    logger.log.fatal(message);
     logger.flush();
     // A cluster worker's fd 3 is its IPC channel, not the status pipe.
-    if (detachedChild && !isWorker()) reportStatus(`ERR ${e.exitCode} ${e.message}`);
-    else process.stderr.write(`saslauthd-ts: ${e.message}\n`);
+    if (detachedChild && !isWorker()) reportStatus(`ERR ${e.exitCode} ${message}`);
+    else process.stderr.write(`saslauthd-ts: ${message}\n`);
     process.exitCode = e.exitCode;
   }
 }
@@ -167,7 +170,8 @@ async function serve(
   const fdLimit = native.raiseFdLimit();
   // Before the hashing threads exist, so they inherit it (see pool.cc).
   const schedPolicy = native.preferBatchScheduling();
-  log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption: opts.mechOption }, 'starting');
+  const mechOption = opts.mechOption === undefined ? undefined : maskCredentials(opts.mechOption);
+  log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption }, 'starting');
 
   const made = createThrottle(opts, log, worker?.onThrottleChange);
   const throttle = made?.throttle;
@@ -344,7 +348,7 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
     });
   } catch (err) {
     const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
-    sendToPrimary({ type: 'fatal', message: e.message, exitCode: e.exitCode });
+    sendToPrimary({ type: 'fatal', message: maskCredentials(e.message), exitCode: e.exitCode });
     logger.flush();
     // Let the IPC message go out before exiting.
     setTimeout(() => process.exit(e.exitCode), 100);

@@ -20,6 +20,7 @@ import {
   readDefaultsFile,
 } from './defaults-file';
 import { type DaemonOptions, parseArgs } from './options';
+import { maskCredentials } from '../log/redact';
 import { type ConfIssue, formatIssue } from './saslauthd-conf';
 
 /** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
@@ -154,6 +155,42 @@ function checkWorkers(opts: DaemonOptions, from: ArgOrigin | undefined, env: Che
   return `${effective} (--workers ${opts.workers}, capped at the CPU count)`;
 }
 
+/** libpam turns a requested fail delay into 0.5 to 1.5 times it. */
+const PAM_DELAY_CEILING = 1.5;
+
+interface FailDelay {
+  file: string;
+  line: number;
+  delayUs: number;
+}
+
+/** The longest `pam_faildelay.so delay=` in the files of dir (includes are not followed). */
+function longestFailDelay(dir: string): FailDelay | undefined {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).sort();
+  } catch {
+    return undefined;
+  }
+  let longest: FailDelay | undefined;
+  for (const name of names) {
+    const file = path.join(dir, name);
+    let text: string;
+    try {
+      if (!fs.statSync(file).isFile()) continue;
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    text.split('\n').forEach((raw, i) => {
+      const m = /\bpam_faildelay\.so\b.*\bdelay=(\d+)/.exec(raw.replace(/#.*/, ''));
+      const delayUs = Number(m?.[1] ?? 0);
+      if (delayUs > (longest?.delayUs ?? 0)) longest = { file, line: i + 1, delayUs };
+    });
+  }
+  return longest;
+}
+
 function checkMechanism(
   opts: DaemonOptions,
   mechFrom: ArgOrigin | undefined,
@@ -211,6 +248,22 @@ function checkMechanism(
           severity: 'error',
           file: path.join(dir, 'other'),
           message: 'missing: PAM has no fallback service',
+        });
+      }
+      // Since a denial during its fail delay is answered at the deadline, a
+      // short --auth-timeout no longer turns it into an outage, but still
+      // cuts short the delay that slows password guessing.
+      const delay = longestFailDelay(dir);
+      const longestMs = delay === undefined ? 0 : (delay.delayUs * PAM_DELAY_CEILING) / 1000;
+      if (delay !== undefined && opts.authTimeoutMs < longestMs) {
+        issues.push({
+          severity: 'warning',
+          file: delay.file,
+          line: delay.line,
+          message:
+            `pam_faildelay delay=${delay.delayUs} holds a wrong password's answer up to ${longestMs / 1000} s (libpam varies the delay from 0.5 to 1.5 times), ` +
+            `longer than --auth-timeout ${opts.authTimeoutMs / 1000} s: such answers are then given when --auth-timeout expires, ` +
+            `cutting the delay short; set --auth-timeout ${Math.ceil(longestMs / 1000)} or more`,
         });
       }
       const svc = (s: string): string =>
@@ -396,13 +449,14 @@ export function runCheck(
 ): number {
   const r = checkConfiguration(argv, env);
   const width = Math.max(0, ...r.settings.map(([k]) => k.length));
-  for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${v}\n`);
+  // -O values, the flags and the messages quoting them can hold a URI with a password.
+  for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${maskCredentials(v)}\n`);
   // In file order, so the first line to fix comes first.
   const sorted = [...r.issues].sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : 0));
   const errors = sorted.filter((i) => i.severity === 'error');
   const warnings = sorted.filter((i) => i.severity === 'warning');
-  for (const w of warnings) err.write(`saslauthd-ts: warning: ${formatIssueLine(w)}\n`);
-  for (const e of errors) err.write(`saslauthd-ts: error: ${formatIssueLine(e)}\n`);
+  for (const w of warnings) err.write(`saslauthd-ts: warning: ${maskCredentials(formatIssueLine(w))}\n`);
+  for (const e of errors) err.write(`saslauthd-ts: error: ${maskCredentials(formatIssueLine(e))}\n`);
   if (errors.length > 0) {
     err.write(`saslauthd-ts: configuration check failed: ${errors.length} error(s), ${warnings.length} warning(s)\n`);
     return 1;
