@@ -107,7 +107,7 @@ async function startOurs(args: string[]): Promise<Daemon> {
 async function startCyrus(args: string[]): Promise<Daemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-cyrus-'));
   await new Promise<void>((resolve, reject) =>
-    execFile(CYRUS, ['-m', dir, '-n', '5', ...args], (err) => (err ? reject(err) : resolve())),
+    execFile(CYRUS, ['-m', dir, '-n', '5', ...args], (err) => (err ? reject(new Error(`Cyrus did not start: ${err.message}`)) : resolve())),
   );
   await waitForSocket(path.join(dir, 'mux'), 10_000);
   const pid = Number(fs.readFileSync(path.join(dir, 'saslauthd.pid'), 'utf8').trim());
@@ -125,7 +125,7 @@ async function startCyrus(args: string[]): Promise<Daemon> {
 function loadgen(socket: string, args: string[], seconds: number): Promise<Load> {
   return new Promise((resolve, reject) => {
     execFile(LOADGEN, ['-s', socket, '-d', String(seconds), ...args], { timeout: (seconds + 60) * 1000 }, (err, stdout) => {
-      if (err) reject(err);
+      if (err) reject(new Error(`loadgen failed: ${err.message}`));
       else resolve(JSON.parse(stdout) as Load);
     });
   });

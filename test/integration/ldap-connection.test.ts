@@ -27,7 +27,7 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 
 function server(uri: string): LdapServer {
   const s = parseServerUri(uri);
-  assert.ok(typeof s !== 'string', String(s));
+  assert.ok(typeof s !== 'string', typeof s === 'string' ? s : '');
   return s;
 }
 

@@ -141,7 +141,8 @@ export function sanitizeLine(raw: Buffer, secrets: Buffer[]): string {
         at = b.indexOf(s, at + '[redacted]'.length);
       }
     }
-    const text = b.toString('utf8').replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+    // \p{Cc}: control characters, which a log line must not carry raw.
+    const text = b.toString('utf8').replace(/\p{Cc}/gu, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
     return text.length > 200 ? `${text.slice(0, 200)}…` : text;
   } finally {
     for (const q of escaped) q.fill(0);
@@ -174,7 +175,7 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(e);
+        reject(e instanceof Error ? e : new Error(String(e)));
       },
     );
   });

@@ -27,7 +27,7 @@ describe('man pages', () => {
     test(`${name}(8) states the same default as ${name} -h for every option`, () => {
       const roff = fs.readFileSync(path.join(ROOT, 'debian', `${name}.8`), 'utf8');
       const defaults = (entries: Map<string, string>): Record<string, string | undefined> =>
-        Object.fromEntries([...entries].map(([flag, text]) => [flag, statedDefault(text)]).sort());
+        Object.fromEntries([...entries].map(([flag, text]): [string, string | undefined] => [flag, statedDefault(text)]).sort());
       const fromHelp = defaults(helpEntries(help(`${name}.js`)));
       assert.ok(
         Object.values(fromHelp).filter((d) => d !== undefined).length >= 3,

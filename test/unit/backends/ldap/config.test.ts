@@ -181,7 +181,7 @@ describe('ldap config', () => {
     const r = build('ldap_group_match_method: filters\nldap_group_filter: (member=%D)\n');
     assert.equal(r.config, undefined);
     assert.equal(r.issues[0]?.severity, 'error');
-    assert.match(formatIssue(r.issues[0]!), /^\/etc\/saslauthd\.conf:1: ldap_group_match_method: 'filters' is not one of attr, filter; Cyrus 2\.1\.28 would silently use the default attr/);
+    assert.match(formatIssue(r.issues[0]), /^\/etc\/saslauthd\.conf:1: ldap_group_match_method: 'filters' is not one of attr, filter; Cyrus 2\.1\.28 would silently use the default attr/);
   });
 
   test('an unknown ldap_group_scope is an error naming the accepted values', () => {
