@@ -228,24 +228,34 @@ export class SharedState {
     return new Promise((resolve) => {
       let settled = false;
       const t0 = performance.now();
-      const timer = setTimeout(() => {
-        settled = true;
-        this.s.timeouts++;
-        this.s.fallbacks++;
-        this.trip(`no answer within ${this.opts.timeoutMs} ms (--state-timeout)`);
-        resolve(undefined);
-      }, this.opts.timeoutMs);
+      // Timers run before the loop reads sockets: after a busy stretch of
+      // the loop, the answer may be waiting unread when the timer fires.
+      // setImmediate lets the loop read it first; only then is it late.
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (settled) return;
+            settled = true;
+            this.s.timeouts++;
+            this.s.fallbacks++;
+            this.trip(`no answer within ${this.opts.timeoutMs} ms (--state-timeout)`);
+            resolve(undefined);
+          }),
+        this.opts.timeoutMs,
+      );
       this.inflight++;
       send(this.api).then(
         (reply) => {
           this.answered(t0);
           if (settled) return;
+          settled = true;
           clearTimeout(timer);
           resolve(reply);
         },
         (err: Error) => {
           this.inflight--;
           if (settled) return;
+          settled = true;
           clearTimeout(timer);
           this.s.errors++;
           this.s.fallbacks++;
@@ -342,7 +352,7 @@ export class SharedState {
     this.probing = true;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), this.opts.timeoutMs)));
+      const late = new Promise<'late'>((r) => (timer = setTimeout(() => setImmediate(() => r('late')), this.opts.timeoutMs)));
       const reply = await Promise.race([this.client.ping().catch((err: Error) => err), late]);
       if (reply === 'PONG') {
         if (this.version === undefined) this.version = await this.serverVersion();

@@ -27,6 +27,7 @@ export interface RedisServer {
   keys(prefix: string): Promise<string[]>;
   /** SIGKILL: a crash, nothing flushed. */
   kill(): Promise<void>;
+  running(): boolean;
   /** Starts it again on the same port (empty: nothing was saved). */
   restart(): Promise<void>;
   /** Makes the server unresponsive for ms (DEBUG SLEEP); resolves when the command is sent. */
@@ -131,6 +132,7 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
       child.kill('SIGKILL');
       await exited();
     },
+    running: () => child.exitCode === null && child.signalCode === null,
     async restart() {
       await launch();
     },
