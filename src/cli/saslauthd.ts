@@ -15,6 +15,7 @@ import type { Backend } from '../backends/backend';
 import crypto from 'node:crypto';
 import { Authenticator } from '../auth/authenticator';
 import { CredentialCache, type CacheOp } from '../auth/cache';
+import { CACHE_SCRIPTS, RedisCacheShare } from '../auth/redis-cache';
 import { MemoryStore, type ThrottleStore } from '../auth/throttle/store';
 import { ReplicatedStore, type ThrottleOp } from '../auth/throttle/replicated';
 import { RedisStore, THROTTLE_SCRIPTS } from '../auth/throttle/redis-store';
@@ -177,7 +178,7 @@ function createSharedState(opts: DaemonOptions, log: DaemonLogger['log']): Share
     timeoutMs: st.timeoutMs,
     backlogMax: STATE_BACKLOG,
     log,
-    scripts: { ...THROTTLE_SCRIPTS },
+    scripts: { ...THROTTLE_SCRIPTS, ...CACHE_SCRIPTS },
   });
 }
 
@@ -230,12 +231,17 @@ async function serve(
   native.setFingerprintKey(keys?.fingerprint ?? worker?.key ?? crypto.randomBytes(32));
   native.setPamThreads(opts.pamThreads);
   const backend = await createBackend(opts, logger);
+  const sharedState = createSharedState(opts, log);
   const cache = opts.cache
     ? new CredentialCache({
         ttlMs: opts.cacheTimeoutSec * 1000,
         sizeKb: opts.cacheSizeKb,
         mode: opts.cacheMode,
         onChange: worker?.onCacheChange,
+        share:
+          opts.state?.shareCache === true && sharedState !== undefined && keys !== undefined
+            ? new RedisCacheShare(sharedState, { prefix: opts.state.prefix, namesKey: keys.names, ttlMs: opts.cacheTimeoutSec * 1000 })
+            : undefined,
       })
     : undefined;
   const fdLimit = native.raiseFdLimit();
@@ -244,7 +250,6 @@ async function serve(
   const mechOption = opts.mechOption === undefined ? undefined : maskCredentials(opts.mechOption);
   log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption }, 'starting');
 
-  const sharedState = createSharedState(opts, log);
   const made = createThrottle(
     opts,
     log,

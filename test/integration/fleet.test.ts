@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import { sendRequest } from '../../src/client/request';
 import { DAEMON_BIN, startDaemon, type RunningDaemon } from '../helpers/daemon';
 import { makeKeyFile, startRedis, type RedisServer } from '../helpers/redis';
-import { createUser, removeAllUsers, userName, type TestUser } from '../helpers/users';
+import { createUser, removeAllUsers, runCmd, userName, type TestUser } from '../helpers/users';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -369,5 +369,48 @@ describe('--check with --state', () => {
     const closed = await check(['--state', `redis://127.0.0.1:1/0`, '--state-key', keyFile]);
     assert.equal(closed.code, 1);
     assert.match(closed.stderr, /cannot use it: .*ECONNREFUSED/);
+  });
+});
+
+describe('the shared credential cache (--state-cache)', () => {
+  let redis: RedisServer;
+  let keyDir: string;
+  let keyFile: string;
+  before(async () => {
+    redis = await startRedis();
+    keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-fleetkey-'));
+    keyFile = makeKeyFile(keyDir);
+  });
+  after(async () => {
+    await redis?.stop();
+    if (keyDir) fs.rmSync(keyDir, { recursive: true, force: true });
+    removeAllUsers();
+  });
+
+  test('an entry cached through A answers on B; without --state-cache B asks its mechanism', async () => {
+    const user = createUser(userName('fq'), 'Cached-pw-1', 'sha512crypt');
+    const args = (...extra: string[]): string[] => fleet(redis, keyFile, ['-c', ...extra]);
+    const a = await startDaemon({ args: args('--state-cache') });
+    const b = await startDaemon({ args: args('--state-cache') });
+    const plain = await startDaemon({ args: args() });
+    try {
+      for (const d of [a, b, plain]) await d.waitForLog(/shared state .*connected/);
+      assert.equal(await ask(a, user.name, user.password), 'OK');
+      await sleep(100);
+      // The password changes; only a cache can still say OK to the old one.
+      runCmd('chpasswd', ['-c', 'SHA512'], `${user.name}:Changed-pw-2\n`);
+      assert.equal(await ask(b, user.name, user.password), 'OK', 'B answers from the fleet’s cache');
+      assert.equal(await ask(plain, user.name, user.password), 'NO Incorrect password', 'a host that does not share the cache asks /etc/shadow');
+      // In Redis: the credentials' fingerprint, never the password or the login.
+      const entries = await redis.keys(`${PREFIX}c:`);
+      assert.equal(entries.length, 1);
+      const value = String(await redis.client().get(entries[0]!));
+      assert.ok(!value.includes(user.password) && !entries[0]!.includes(user.name), value);
+      assert.ok((await redis.client().pttl(entries[0]!)) > 0, 'it expires with -t');
+    } finally {
+      await a.stop();
+      await b.stop();
+      await plain.stop();
+    }
   });
 });
