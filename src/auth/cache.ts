@@ -75,6 +75,8 @@ export class CredentialCache {
   private readonly now: () => number;
   private readonly onChange: ((op: CacheOp) => void) | undefined;
   readonly share: CacheShare | undefined;
+  /** When clear() last ran (SIGHUP): the fleet's older entries are not taken either. */
+  private clearedAt = 0;
 
   constructor(opts: CacheOptions) {
     this.share = opts.share;
@@ -120,7 +122,8 @@ export class CredentialCache {
   async lookupShared(id: string, mac: Buffer): Promise<boolean> {
     if (this.share === undefined) return false;
     const e = await this.share.get(id);
-    if (e === undefined || e.created <= this.now() - this.ttlMs || e.created > this.now() + 60_000) return false;
+    // Entries older than this host's last SIGHUP stay forgotten here, as its own do.
+    if (e === undefined || e.created <= this.now() - this.ttlMs || e.created <= this.clearedAt || e.created > this.now() + 60_000) return false;
     if (e.mac.length !== mac.length || !crypto.timingSafeEqual(e.mac, mac)) return false;
     this.store(id, { mac: Buffer.from(mac), created: e.created });
     return true;
@@ -151,5 +154,6 @@ export class CredentialCache {
 
   clear(): void {
     this.entries.clear();
+    this.clearedAt = this.now();
   }
 }

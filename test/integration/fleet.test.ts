@@ -407,6 +407,10 @@ describe('the shared credential cache (--state-cache)', () => {
       const value = String(await redis.client().get(entries[0]!));
       assert.ok(!value.includes(user.password) && !entries[0]!.includes(user.name), value);
       assert.ok((await redis.client().pttl(entries[0]!)) > 0, 'it expires with -t');
+      // SIGHUP empties a host's cache; the fleet's older entries do not come back through it.
+      b.child.kill('SIGHUP');
+      await b.waitForLog(/SIGHUP/);
+      assert.equal(await ask(b, user.name, user.password), 'NO Incorrect password', 'after SIGHUP, B asks its mechanism');
     } finally {
       await a.stop();
       await b.stop();
