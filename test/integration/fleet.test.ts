@@ -361,6 +361,22 @@ describe('--check with --state', () => {
     assert.match(r.stdout, /server +Redis 7/);
   });
 
+  test('rediss://: trusts the server with --state-tls-ca, and names the certificate problem without it', async () => {
+    const tls = await startRedis({ tls: true });
+    try {
+      const uri = `rediss://:${tls.password}@127.0.0.1:${tls.tls!.port}/0`;
+      const ok = await check(['--state', uri, '--state-key', keyFile, '--state-tls-ca', tls.tls!.caFile]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(ok.stdout, /^ {2}TLS +CA .*ca\.pem$/m);
+      assert.match(ok.stdout, /server +Redis 7/);
+      const untrusted = await check(['--state', uri, '--state-key', keyFile, '--state-tls-ca', tls.tls!.otherCaFile]);
+      assert.equal(untrusted.code, 1);
+      assert.match(untrusted.stderr, /cannot use it: .*(certificate|verify).*--state-tls-ca/);
+    } finally {
+      await tls.stop();
+    }
+  });
+
   test('fails naming the cause when it cannot authenticate or connect', async () => {
     const wrong = await check(['--state', `redis://:wrong-password@127.0.0.1:${redis.port}/0`, '--state-key', keyFile]);
     assert.equal(wrong.code, 1);
@@ -415,6 +431,45 @@ describe('the shared credential cache (--state-cache)', () => {
       await a.stop();
       await b.stop();
       await plain.stop();
+    }
+  });
+});
+
+describe('starting with --state', () => {
+  let keyDir: string;
+  before(() => {
+    keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-fleetkey-'));
+  });
+  after(() => {
+    if (keyDir) fs.rmSync(keyDir, { recursive: true, force: true });
+    removeAllUsers();
+  });
+
+  test('a key file others can read stops the start, naming the file and the chmod', async () => {
+    const keyFile = makeKeyFile(keyDir, 'loose.key');
+    fs.chmodSync(keyFile, 0o644);
+    const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(process.execPath, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', keyDir, '--state', 'redis://127.0.0.1:1/0', '--state-key', keyFile], (err, _o, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
+    );
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`--state-key ${keyFile}: mode 0644 .* run: chmod 0600 ${keyFile}`));
+  });
+
+  test('Redis unreachable at start: the daemon serves from its own state and says so once', async () => {
+    const keyFile = makeKeyFile(keyDir, 'ok.key');
+    const user = createUser(userName('fs'), 'Start-pw-1', 'sha512crypt');
+    const d = await startDaemon({ args: ['-a', 'shadow', '--state', 'redis://:secret-pw@127.0.0.1:1/0', '--state-key', keyFile] });
+    try {
+      await d.waitForLog(/shared state redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0: cannot connect: .*ECONNREFUSED.*deciding from local state, retrying/);
+      for (let i = 0; i < 5; i++) assert.equal(await ask(d, user.name, user.password), 'OK');
+      assert.equal(await ask(d, user.name, 'wrong'), 'NO Incorrect password');
+      await sleep(1500);
+      assert.equal(d.output().split('\n').filter((l) => /shared state/.test(l)).length, 1, d.output());
+      assert.ok(!d.output().includes('secret-pw'));
+    } finally {
+      await d.stop();
     }
   });
 });
