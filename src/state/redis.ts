@@ -158,9 +158,10 @@ export class SharedState {
         enableOfflineQueue: false,
         autoResendUnfulfilledCommands: false,
         maxRetriesPerRequest: 0,
-        // Commands of one tick go out in one write: a request's read and its
-        // writes, and concurrent requests', share packets.
-        enableAutoPipelining: true,
+        // No auto-pipelining: ioredis then writes each script as a full EVAL
+        // (it tracks loaded scripts per socket, and a pipeline is not one),
+        // which costs both sides more than a write per command.
+        enableAutoPipelining: false,
         connectTimeout: Math.max(1_000, opts.timeoutMs * 20),
         retryStrategy: (times) => Math.min(max, min * 2 ** Math.min(10, times - 1)),
         // RESP2: every Redis and Valkey since 2.6 speaks it; we need nothing of RESP3.

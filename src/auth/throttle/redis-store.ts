@@ -4,9 +4,9 @@
 // is counted once, and a user known-good through one host goes first on all.
 //
 // Every decision is still made from this process's MemoryStore, kept as a
-// mirror: an admission reads the shared state (one script, one round trip,
-// under the deadline of state/redis.ts) and adopts it into the mirror before
-// deciding; every change is applied to the mirror at once and sent to Redis
+// mirror: an admission of credentials not known-good here reads the shared
+// state (one script, one round trip, under the deadline of state/redis.ts)
+// and adopts it into the mirror before deciding; every change is applied to the mirror at once and sent to Redis
 // without waiting, and Redis's answer (the shared count after it) is adopted
 // when it comes. When Redis is late or away the mirror decides alone, and
 // keeps counting, so the fallback is the single host's throttle of before.
@@ -168,15 +168,17 @@ export class RedisStore implements ThrottleStore {
   }
 
   async admission(fp: number, keys: readonly string[], now: number): Promise<AdmissionState> {
-    const reply = await this.shared.read((c) => c.script('saslauthdRead', [this.goodName(fp), ...keys.map((k) => this.name(k))], ['1']));
-    if (!Array.isArray(reply)) return this.local.admission(fp, keys, now);
     // Known-good is the union of both: it only orders work, and a mark this
     // host holds (Redis lost it, or another host removed it) costs nothing.
+    // So a returning user known here needs no round trip at all: the hot
+    // path of real traffic does not touch Redis.
+    if (this.local.goodUntil(fp, now) !== undefined) return { knownGood: true, states: [] };
+    const reply = await this.shared.read((c) => c.script('saslauthdRead', [this.goodName(fp), ...keys.map((k) => this.name(k))], ['1']));
+    if (!Array.isArray(reply)) return this.local.admission(fp, keys, now);
     if (num(reply[0]) === 1) {
-      if (this.local.goodUntil(fp, now) === undefined) await this.local.addKnownGood(fp, now);
+      await this.local.addKnownGood(fp, now);
       return { knownGood: true, states: [] };
     }
-    if (await this.local.isKnownGood(fp, now)) return { knownGood: true, states: [] };
     return { knownGood: false, states: this.adoptAll(keys, reply, 1, now) };
   }
 
