@@ -523,7 +523,7 @@ export async function runCheckWithState(
       rows.push(['  latency', `${p.latencyMs.map((ms) => ms.toFixed(2)).join(' ')} ms (PING round trips; deadline ${st.timeoutMs} ms)`]);
       if (p.warning !== undefined) r.issues.push({ severity: 'warning', file: COMMAND_LINE, message: p.warning });
     } else {
-      rows.push(['  server', 'unreachable']);
+      rows.push(['  server', 'unusable (see the error below)']);
       r.issues.push({ severity: 'error', file: COMMAND_LINE, message: `--state ${st.target.display}: ${p.error}` });
     }
     r.settings.splice(at > 0 ? at : r.settings.length, 0, ...rows);

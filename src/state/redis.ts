@@ -114,6 +114,7 @@ export function redisOptions(target: StateTarget, tls: TlsFiles | undefined, ext
 export function errorHint(message: string): string {
   if (/WRONGPASS|invalid password|invalid username-password/i.test(message)) return ' (check the user and password in --state)';
   if (/NOAUTH|Authentication required/i.test(message)) return ' (the server requires a password: --state redis://:PASSWORD@host:port/db)';
+  if (/^OOM/.test(message)) return ' (Redis is at its maxmemory: raise it, or use maxmemory-policy volatile-ttl)';
   if (/NOPERM/i.test(message)) return ' (the ACL user lacks a permission: it needs +@read +@write +@scripting +ping +info on the prefix\'s keys)';
   if (/ECONNREFUSED/.test(message)) return ' (nothing listens there)';
   if (/self.signed|unable to verify|UNABLE_TO_GET_ISSUER|CERT_/i.test(message)) return ' (the server certificate is not trusted: --state-tls-ca)';
@@ -132,6 +133,8 @@ export class SharedState {
   private probing = false;
   private backoffMs: number;
   private lastError = '';
+  private replyErrors = 0;
+  private replyErrorLoggedAt = 0;
   private readonly s: Omit<SharedStateStats, 'up' | 'backlog'> = {
     outages: 0,
     ops: 0,
@@ -258,9 +261,8 @@ export class SharedState {
           if (settled) return;
           settled = true;
           clearTimeout(timer);
-          this.s.errors++;
           this.s.fallbacks++;
-          this.trip(err.message);
+          this.failed(err);
           resolve(undefined);
         },
       );
@@ -297,10 +299,33 @@ export class SharedState {
       },
       (err: Error) => {
         this.inflight--;
-        this.s.errors++;
-        this.trip(err.message);
+        this.failed(err);
       },
     );
+  }
+
+  /**
+   * An operation failed. An error *reply* (OOM under maxmemory, NOPERM)
+   * means Redis is there and refuses this one: counted, logged at most once
+   * a minute, and not an outage. Anything else (a closed connection) is.
+   */
+  private failed(err: Error): void {
+    this.s.errors++;
+    if (err.name !== 'ReplyError') {
+      this.trip(err.message);
+      return;
+    }
+    this.replyErrors++;
+    const now = Date.now();
+    if (now - this.replyErrorLoggedAt < 60_000) return;
+    this.replyErrorLoggedAt = now;
+    const where = this.opts.target.display;
+    this.opts.log.warn(
+      { state: 'error', store: where, reason: err.message, errors: this.replyErrors },
+      `shared state ${where}: Redis refused an operation: ${err.message}${errorHint(err.message)}; ` +
+        `${this.replyErrors} such errors in the last minute, each decided from local state`,
+    );
+    this.replyErrors = 0;
   }
 
   private answered(t0: number): void {

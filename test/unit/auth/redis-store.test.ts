@@ -131,6 +131,29 @@ describe('RedisStore with a real Redis', () => {
     }
   });
 
+  test('Redis refusing operations (OOM at maxmemory) is counted and logged once, not an outage', async () => {
+    const h = host(redis, 'unit:');
+    const admin = redis.client();
+    try {
+      await untilUp(h);
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      await admin.config('SET', 'maxmemory', '1');
+      const now = Date.now();
+      for (let fp = 1; fp <= 5; fp++) await h.store.fail('u:frank\0', fp, now);
+      await flush(h);
+      const st = h.shared.stats();
+      assert.ok(st.errors >= 5, `errors counted: ${st.errors}`);
+      assert.equal(h.shared.up, true, 'Redis answers: still in use');
+      assert.equal((await h.memory.load(['u:frank\0'], now))[0]?.failures, 5, 'the mirror counted them');
+      const lines = h.log.filter((l) => /refused an operation/.test(l));
+      assert.equal(lines.length, 1, h.log.join(''));
+      assert.match(lines[0] ?? '', /OOM.*maxmemory/);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+      h.shared.close();
+    }
+  });
+
   test('Redis away: reads fall back to the mirror at once, writes wait (bounded) and are replayed when it returns', async () => {
     const small = host(redis, 'unit:', 3);
     try {
