@@ -295,6 +295,25 @@ describe('shared state under Redis failures', () => {
     }
   });
 
+  test('Redis down when the daemon starts: it serves, and shares as soon as Redis comes up', async () => {
+    await redis.kill();
+    const d = await startDaemon({ args: fleet(redis, keyFile) });
+    try {
+      await d.waitForLog(/shared state .*cannot connect/);
+      const u = users[1]!;
+      assert.equal(await ask(d, u.name, u.password), 'OK');
+      await redis.restart();
+      await d.waitForLog(/shared state .*available again/, 10_000);
+      // Its next first-time success is in Redis for the fleet.
+      const fresh = createUser(userName('fu'), 'Up-later-1', 'sha512crypt');
+      assert.equal(await ask(d, fresh.name, fresh.password), 'OK');
+      await sleep(200);
+      assert.ok((await redis.keys(`${PREFIX}g:`)).length >= 1, 'a known-good mark reached Redis');
+    } finally {
+      await d.stop();
+    }
+  });
+
   test('the TTLs hold: once the windows pass, Redis holds no key of the test', async () => {
     const prefix = 'ttltest:';
     const args = [
