@@ -149,6 +149,13 @@ export class Authenticator {
     const subject: LogSubject = { login, service: x.service, realm: x.realm, clientAddr: x.clientAddr };
     const cache = this.cache;
 
+    // --state-cache: a miss here may be a hit on another host of the fleet.
+    if (cache?.share !== undefined && cache.mode === 'normal' && (await cache.lookupShared(cacheId, x.fingerprint))) {
+      this.logCached(subject, 'auth success (cached by the fleet)', 'debug');
+      x.answer('OK');
+      return;
+    }
+
     const attempt: Attempt = { login, realm: x.realm, fp: x.fp };
     const addr = addressHost(x.clientAddr);
     if (addr !== undefined) attempt.addr = addr;
@@ -196,7 +203,11 @@ export class Authenticator {
     if (cache !== undefined) {
       if (outcome.ok) {
         cache.commit(cacheId, x.fingerprint);
-      } else if (cache.mode === 'outage' && cache.lookup(cacheId, x.fingerprint)) {
+      } else if (
+        cache.mode === 'outage' &&
+        (cache.lookup(cacheId, x.fingerprint) ||
+          ((outcome.kind === 'unavailable' || outcome.kind === 'timeout') && (await cache.lookupShared(cacheId, x.fingerprint))))
+      ) {
         if (outcome.kind === 'unavailable' || outcome.kind === 'timeout') {
           // Stale-on-error: the backend cannot decide, these credentials
           // succeeded within the TTL, so keep mail flowing. Unlike a plain

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type DaemonOptions } from '../config/options';
 import { parseArgsWithDefaults } from '../config/defaults-file';
-import { runCheck } from '../config/check';
+import { runCheckWithState } from '../config/check';
 import { createLogger, type DaemonLogger } from '../log/logger';
 import { maskCredentials } from '../log/redact';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
@@ -15,8 +15,12 @@ import type { Backend } from '../backends/backend';
 import crypto from 'node:crypto';
 import { Authenticator } from '../auth/authenticator';
 import { CredentialCache, type CacheOp } from '../auth/cache';
-import { MemoryStore } from '../auth/throttle/store';
+import { CACHE_SCRIPTS, RedisCacheShare } from '../auth/redis-cache';
+import { MemoryStore, type ThrottleStore } from '../auth/throttle/store';
 import { ReplicatedStore, type ThrottleOp } from '../auth/throttle/replicated';
+import { RedisStore, THROTTLE_SCRIPTS } from '../auth/throttle/redis-store';
+import { SharedState, type TlsFiles } from '../state/redis';
+import { deriveKeys, KeyFileError, readKeyFile } from '../state/key-file';
 import { Throttle } from '../auth/throttle/throttle';
 import { FailureLines } from '../log/failure-lines';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
@@ -50,7 +54,7 @@ class ExitError extends Error {
 
 export async function main(argv: string[]): Promise<void> {
   if (argv.includes('--check')) {
-    process.exitCode = runCheck(argv);
+    process.exitCode = await runCheckWithState(argv);
     return;
   }
   const parsed = parseArgsWithDefaults(argv);
@@ -121,14 +125,69 @@ interface Service {
   throttle: Throttle | undefined;
   /** In a worker: the throttle's store, to apply the other workers' changes. */
   sharedThrottle: ReplicatedStore | undefined;
+  /** --state: the connection to the fleet's store; its stats() are Redis latency, errors and fallbacks. */
+  sharedState: SharedState | undefined;
   failureLines: FailureLines;
+}
+
+/** The keys derived from --state-key, read and checked (errors name the file and the fix). */
+function fleetKeys(opts: DaemonOptions): { fingerprint: Buffer; names: Buffer } | undefined {
+  if (opts.stateKeyFile === undefined) return undefined;
+  try {
+    const secret = readKeyFile(opts.stateKeyFile);
+    const keys = deriveKeys(secret);
+    secret.fill(0);
+    return keys;
+  } catch (err) {
+    if (err instanceof KeyFileError) throw new ExitError(err.message, 1);
+    throw err;
+  }
+}
+
+/** The --state-tls-* files, read now: a missing one stops the start, naming the flag. */
+function tlsFiles(opts: DaemonOptions): TlsFiles | undefined {
+  const t = opts.state?.tls;
+  if (t === undefined) return undefined;
+  const read = (flag: string, file: string | undefined): Buffer | undefined => {
+    if (file === undefined) return undefined;
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      throw new ExitError(`${flag} ${file}: cannot read: ${(err as Error).message}`, 1);
+    }
+  };
+  const out: TlsFiles = {};
+  const ca = read('--state-tls-ca', t.caFile);
+  const cert = read('--state-tls-cert', t.certFile);
+  const key = read('--state-tls-key', t.keyFile);
+  if (ca !== undefined) out.ca = ca;
+  if (cert !== undefined) out.cert = cert;
+  if (key !== undefined) out.key = key;
+  return out;
+}
+
+/** Backlog of writes held while the shared store is away (each a few hundred bytes at most). */
+const STATE_BACKLOG = 10_000;
+
+function createSharedState(opts: DaemonOptions, log: DaemonLogger['log']): SharedState | undefined {
+  const st = opts.state;
+  if (st === undefined) return undefined;
+  return new SharedState({
+    target: st.target,
+    tls: tlsFiles(opts),
+    timeoutMs: st.timeoutMs,
+    backlogMax: STATE_BACKLOG,
+    log,
+    scripts: { ...THROTTLE_SCRIPTS, ...CACHE_SCRIPTS },
+  });
 }
 
 /** The throttle for these options (undefined with --throttle off); in a worker, its state is shared with the others. */
 function createThrottle(
   opts: DaemonOptions,
   log: DaemonLogger['log'],
-  share?: (op: ThrottleOp) => void,
+  share: ((op: ThrottleOp) => void) | undefined,
+  fleet: { state: SharedState; namesKey: Buffer } | undefined,
 ): { throttle: Throttle; replicated: ReplicatedStore | undefined } | undefined {
   const t = opts.throttle;
   if (t === undefined) return undefined;
@@ -139,13 +198,24 @@ function createThrottle(
     trackedMax: t.trackedMax,
     penaltyAfter: t.freeFailures,
   });
-  const replicated = share !== undefined ? new ReplicatedStore(memory, share) : undefined;
+  // With a fleet store, workers share through it too: replicating through
+  // the primary as well would send every change to Redis once per worker.
+  const replicated = share !== undefined && fleet === undefined ? new ReplicatedStore(memory, share) : undefined;
+  const store: ThrottleStore =
+    fleet !== undefined
+      ? new RedisStore(memory, fleet.state, {
+          prefix: opts.state?.prefix ?? '',
+          namesKey: fleet.namesKey,
+          windowMs: t.windowMs,
+          knownGoodTtlMs: t.knownGoodTtlMs,
+        })
+      : (replicated ?? memory);
   // Work of these credentials already queued goes first from now on.
   const promote = (fp: number): void => {
     native.poolPromote('hash', fp);
     if (opts.mech === 'pam') native.poolPromote('pam', fp);
   };
-  return { throttle: new Throttle(t, replicated ?? memory, log, promote), replicated };
+  return { throttle: new Throttle(t, store, log, promote), replicated };
 }
 
 /** Backend, cache, authenticator and listener: everything a serving process runs. */
@@ -155,16 +225,23 @@ async function serve(
   worker?: { key: Buffer; onCacheChange: (op: CacheOp) => void; onThrottleChange: (op: ThrottleOp) => void },
 ): Promise<Service> {
   const { log } = logger;
-  // The fingerprints' key: random, in memory only (workers share their primary's).
-  native.setFingerprintKey(worker?.key ?? crypto.randomBytes(32));
+  // The fingerprints' key: the fleet's (--state-key), else random, in memory
+  // only (workers share their primary's).
+  const keys = fleetKeys(opts);
+  native.setFingerprintKey(keys?.fingerprint ?? worker?.key ?? crypto.randomBytes(32));
   native.setPamThreads(opts.pamThreads);
   const backend = await createBackend(opts, logger);
+  const sharedState = createSharedState(opts, log);
   const cache = opts.cache
     ? new CredentialCache({
         ttlMs: opts.cacheTimeoutSec * 1000,
         sizeKb: opts.cacheSizeKb,
         mode: opts.cacheMode,
         onChange: worker?.onCacheChange,
+        share:
+          opts.state?.shareCache === true && sharedState !== undefined && keys !== undefined
+            ? new RedisCacheShare(sharedState, { prefix: opts.state.prefix, namesKey: keys.names, ttlMs: opts.cacheTimeoutSec * 1000 })
+            : undefined,
       })
     : undefined;
   const fdLimit = native.raiseFdLimit();
@@ -173,7 +250,13 @@ async function serve(
   const mechOption = opts.mechOption === undefined ? undefined : maskCredentials(opts.mechOption);
   log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption }, 'starting');
 
-  const made = createThrottle(opts, log, worker?.onThrottleChange);
+  const made = createThrottle(
+    opts,
+    log,
+    worker?.onThrottleChange,
+    sharedState !== undefined && keys !== undefined ? { state: sharedState, namesKey: keys.names } : undefined,
+  );
+  sharedState?.start();
   const throttle = made?.throttle;
   throttle?.start();
   const failureLines = new FailureLines(logger.resultLog, {
@@ -208,9 +291,10 @@ async function serve(
     await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);
   } catch (err) {
     await backend.close?.();
+    sharedState?.close();
     throw startupExit(err);
   }
-  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, failureLines };
+  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, sharedState, failureLines };
 }
 
 /** Stop serving: in-flight requests answered (up to the deadline), timers stopped. */
@@ -218,6 +302,7 @@ async function stopService(svc: Service, deadlineMs: number): Promise<void> {
   await svc.server.close(deadlineMs);
   await svc.backend.close?.();
   svc.throttle?.stop();
+  svc.sharedState?.close();
   svc.failureLines.stop();
 }
 
@@ -271,6 +356,8 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   const runDir = ensureRunDir(opts.runDir);
   if (runDir.created) logger.log.info(`created run directory ${opts.runDir} (root:${runDir.group ?? 'root'} 0710)`);
   logCache(opts, logger.log, workers);
+  // Checked here too, so that a bad key file stops the start before any worker runs.
+  fleetKeys(opts);
   if (workers > 1) return runPrimary(opts, logger, detachedChild, workers);
 
   const { log } = logger;

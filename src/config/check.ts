@@ -21,6 +21,9 @@ import {
 } from './defaults-file';
 import { type DaemonOptions, parseArgs } from './options';
 import { maskCredentials } from '../log/redact';
+import { KeyFileError, readKeyFile } from '../state/key-file';
+import { maskStateUri } from '../state/uri';
+import { probeState } from '../state/probe';
 import { type ConfIssue, formatIssue } from './saslauthd-conf';
 
 /** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
@@ -392,6 +395,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   settings.push(['connections (--max-connections)', String(opts.maxConnections)]);
   settings.push(['PAM threads (--pam-threads)', String(opts.pamThreads)]);
   for (const row of throttleSettings(opts)) settings.push(row);
+  for (const row of stateSettings(opts, origins, cmdline, issues)) settings.push(row);
   settings.push([
     'failure lines',
     `${opts.failureLinesPerLogin} per login a minute, ${opts.failureLinesPerSecond} a second in all; the rest summarised each minute`,
@@ -405,7 +409,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   }
   settings.push([
     'effective flags',
-    [...fileArgs, ...cmdline.filter((_a, i) => !isDefaultsFileArg(cmdline, i))].join(' '),
+    [...fileArgs, ...cmdline.filter((_a, i) => !isDefaultsFileArg(cmdline, i))].map(maskArg).join(' '),
   ]);
   return { issues, settings, options: opts };
 }
@@ -430,6 +434,63 @@ export function throttleSettings(opts: DaemonOptions): Array<[string, string]> {
   ];
 }
 
+/** A --state URI's password is never printed. */
+function maskArg(a: string): string {
+  return /^[a-z]+:\/\//i.test(a) ? maskStateUri(a) : a.startsWith('--state=') ? `--state=${maskStateUri(a.slice(8))}` : a;
+}
+
+/** --state and --state-key as --check prints them; the key file is checked as the daemon will. */
+function stateSettings(opts: DaemonOptions, origins: Map<string, ArgOrigin>, argv: readonly string[], issues: Issues): Array<[string, string]> {
+  const rows: Array<[string, string]> = [];
+  if (opts.stateKeyFile !== undefined) {
+    try {
+      const key = readKeyFile(opts.stateKeyFile);
+      rows.push(['fleet key (--state-key)', `${opts.stateKeyFile} (${key.length} bytes, root-only)`]);
+      key.fill(0);
+    } catch (err) {
+      if (!(err instanceof KeyFileError)) throw err;
+      issues.push({ severity: 'error', file: opts.stateKeyFile, message: err.message.replace(`--state-key ${opts.stateKeyFile}: `, '') });
+      rows.push(['fleet key (--state-key)', `${opts.stateKeyFile} (unusable)`]);
+    }
+  }
+  const st = opts.state;
+  if (st === undefined) {
+    rows.push(['shared state (--state)', 'off: this host\'s memory only']);
+    return rows;
+  }
+  rows.push(['shared state (--state)', st.target.display]);
+  rows.push(['  prefix', `${st.prefix} (--state-prefix)`]);
+  rows.push(['  deadline', `${st.timeoutMs} ms per operation, then local state decides (--state-timeout)`]);
+  if (st.target.kind === 'tls') {
+    rows.push(['  TLS', `CA ${st.tls.caFile ?? 'the system\'s'}${st.tls.certFile ? `, client certificate ${st.tls.certFile}` : ''}`]);
+  }
+  rows.push(['  shared', `throttle counts, penalties and known-good marks${st.shareCache ? '; credential cache entries (--state-cache)' : ''}`]);
+  if (st.target.password !== undefined) {
+    const from = origins.get('--state') ?? [...origins.entries()].find(([k]) => k.startsWith('--state='))?.[1];
+    if (from === undefined || argv.includes('--state') || argv.some((a) => a.startsWith('--state='))) {
+      issues.push({
+        severity: 'warning',
+        file: COMMAND_LINE,
+        message: '--state carries a password, which every local user can read in ps; put --state in the defaults file (mode 0600) instead',
+      });
+    } else {
+      try {
+        const mode = fs.statSync(from.file).mode;
+        if ((mode & 0o044) !== 0) {
+          issues.push({
+            severity: 'warning',
+            ...where(from),
+            message: `--state carries a password and the file is readable by others (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); run: chmod 0600 ${from.file}`,
+          });
+        }
+      } catch {
+        // reported elsewhere
+      }
+    }
+  }
+  return rows;
+}
+
 function isDefaultsFileArg(argv: readonly string[], i: number): boolean {
   const a = argv[i] ?? '';
   return a === '--defaults-file' || a.startsWith('--defaults-file=') || argv[i - 1] === '--defaults-file';
@@ -440,6 +501,36 @@ function formatIssueLine(i: ConfIssue): string {
   return i.file === '' ? i.message : formatIssue(i);
 }
 
+/**
+ * --check with the connections it implies: with --state, connect to the
+ * store and report its version and latency (or why it cannot be used).
+ */
+export async function runCheckWithState(
+  argv: string[],
+  out: { write(s: string): unknown } = process.stdout,
+  err: { write(s: string): unknown } = process.stderr,
+  env: CheckEnv = {},
+): Promise<number> {
+  const r = checkConfiguration(argv, env);
+  const st = r.options?.state;
+  if (st !== undefined) {
+    const p = await probeState(st);
+    // Printed under the other --state rows.
+    const at = r.settings.findIndex(([k]) => k === '  shared') + 1;
+    const rows: Array<[string, string]> = [];
+    if (p.ok) {
+      rows.push(['  server', `${p.server} ${p.version}, ${p.mode}`]);
+      rows.push(['  latency', `${p.latencyMs.map((ms) => ms.toFixed(2)).join(' ')} ms (PING round trips; deadline ${st.timeoutMs} ms)`]);
+      if (p.warning !== undefined) r.issues.push({ severity: 'warning', file: COMMAND_LINE, message: p.warning });
+    } else {
+      rows.push(['  server', 'unusable (see the error below)']);
+      r.issues.push({ severity: 'error', file: COMMAND_LINE, message: `--state ${st.target.display}: ${p.error}` });
+    }
+    r.settings.splice(at > 0 ? at : r.settings.length, 0, ...rows);
+  }
+  return printCheck(r, out, err);
+}
+
 /** Run --check: settings on stdout, problems on stderr; exit code 0 or 1. */
 export function runCheck(
   argv: string[],
@@ -447,7 +538,10 @@ export function runCheck(
   err: { write(s: string): unknown } = process.stderr,
   env: CheckEnv = {},
 ): number {
-  const r = checkConfiguration(argv, env);
+  return printCheck(checkConfiguration(argv, env), out, err);
+}
+
+function printCheck(r: CheckResult, out: { write(s: string): unknown }, err: { write(s: string): unknown }): number {
   const width = Math.max(0, ...r.settings.map(([k]) => k.length));
   // -O values, the flags and the messages quoting them can hold a URI with a password.
   for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${maskCredentials(v)}\n`);

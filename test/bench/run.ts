@@ -5,7 +5,8 @@
 // Load comes from build/Release/saslauthd-loadgen (C, threads, one request per
 // connection as real clients do). BENCH_SECONDS sets the length of each run
 // (default 3; the yescrypt rows run at least 10), BENCH_REPEAT the runs per daemon and row (default 3, median
-// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack selects row groups.
+// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,state selects row groups. The state rows run
+// saslauthd-ts against itself with --state (a private redis-server on 127.0.0.1) and without.
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,11 +18,12 @@ import { DAEMON_BIN, ROOT, waitForSocket } from '../helpers/daemon';
 import { sendRequest } from '../../src/client/request';
 import { createUser, removeAllUsers } from '../helpers/users';
 import { childPids, groupPids } from '../helpers/procs';
+import { makeKeyFile, startRedis } from '../helpers/redis';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Runs per daemon and row, alternating; the row shows the median run (by req/s). */
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 3));
-const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack').split(','));
+const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,state').split(','));
 const CYRUS = '/usr/sbin/saslauthd';
 const LOADGEN = path.join(ROOT, 'build', 'Release', 'saslauthd-loadgen');
 const haveCyrus = fs.existsSync(CYRUS);
@@ -266,6 +268,40 @@ async function attackRows(victim: { name: string; password: string }, bystander:
   }
 }
 
+/**
+ * The hot path with --state against without it (issue: fleet state): the
+ * same daemon and load, runs alternating, medians; the cost is the ratio.
+ */
+async function stateRows(rowsToRun: Array<{ name: string; args: string[]; load: string[] }>): Promise<void> {
+  const redis = await startRedis();
+  const keyFile = makeKeyFile(redis.dir);
+  try {
+    console.log(`\nshared state (--state, redis-server ${redis.port} on 127.0.0.1; median of ${REPEAT} runs of ${SECONDS} s, alternating)`);
+    console.log(`${'row'.padEnd(34)} | ${'without --state'.padEnd(48)} | ${'with --state'.padEnd(48)} | with/without`);
+    const state = ['--state', redis.url(), '--state-key', keyFile, '--state-prefix', 'bench:'];
+    for (const r of rowsToRun) {
+      const without: Measured[] = [];
+      const withState: Measured[] = [];
+      for (let i = 0; i < REPEAT; i++) {
+        const first = i % 2 === 0;
+        if (first) without.push(await measure(() => startOurs(r.args), r.load, SECONDS));
+        withState.push(await measure(() => startOurs([...r.args, ...state]), r.load, SECONDS));
+        if (!first) without.push(await measure(() => startOurs(r.args), r.load, SECONDS));
+      }
+      const w = median(without);
+      const s = median(withState);
+      const cell = (m: Measured): string =>
+        `${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.rssMb).padStart(4)}MB ${fmt(m.cpuUs).padStart(5)}us`;
+      const runs = (ms: Measured[]): string => ms.map((m) => fmt(m.rps)).join('/');
+      console.log(
+        `${r.name.padEnd(34)} | ${cell(w)} | ${cell(s)} | ${(s.rps / w.rps).toFixed(3)}x  (runs: ${runs(without)} vs ${runs(withState)} req/s)`,
+      );
+    }
+  } finally {
+    await redis.stop();
+  }
+}
+
 async function cryptCpuMs(hash: string, password: string, n: number): Promise<number> {
   const pw = Buffer.from(password);
   const before = process.cpuUsage();
@@ -346,6 +382,12 @@ async function main(): Promise<void> {
       const victim = createUser(`bvic${process.pid}`, 'Victim-pw-1');
       const bystander = createUser(`bbys${process.pid}`, 'Bystander-pw-1');
       await attackRows(victim, bystander);
+    }
+    if (GROUPS.has('state')) {
+      await stateRows([
+        { name: 'cache hit C=8', args: ['-a', 'shadow', '-c'], load: ['-c', '8', '-u', yes.name, '-p', pw] },
+        { name: 'shadow sha512 C=8', args: ['-a', 'shadow'], load: ['-c', '8', '-u', sha.name, '-p', pw] },
+      ]);
     }
     const idle = await startOurs(['-a', 'shadow']);
     await sleep(500);

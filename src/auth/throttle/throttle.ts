@@ -133,10 +133,10 @@ export class Throttle {
   async admit(a: Attempt): Promise<Admission> {
     const keys = this.keys(a);
     const now = this.now();
-    if (await this.store.isKnownGood(a.fp, now)) {
+    const { knownGood, states } = await this.store.admission(a.fp, keys.all, now);
+    if (knownGood) {
       return { kind: 'run', knownGood: true, holdFailure: false, shedAfterMs: 0, keys };
     }
-    const states = await this.store.load(keys.all, now);
     let count = 0;
     let refusal: string | undefined;
     for (const [i, key] of keys.all.entries()) {
