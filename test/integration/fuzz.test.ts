@@ -90,6 +90,10 @@ interface Outcome {
   timedOut: boolean;
   /** An error other than the daemon closing. */
   error?: string;
+  /** ms from just before connect() until the last write was handed to the kernel; undefined if not all were. */
+  sentAllAt?: number;
+  /** ms from just before connect() until the end. */
+  elapsed: number;
 }
 
 /**
@@ -101,6 +105,8 @@ interface Outcome {
  */
 function session(socketPath: string, writes: Write[], then: 'end' | 'destroy' | 'hold'): Promise<Outcome> {
   return new Promise((resolve) => {
+    const t0 = performance.now();
+    let sentAllAt: number | undefined;
     const s = net.connect({ path: socketPath, allowHalfOpen: true });
     const got: Buffer[] = [];
     let serverClosed = false;
@@ -112,7 +118,7 @@ function session(socketPath: string, writes: Write[], then: 'end' | 'destroy' | 
       clearTimeout(timer);
       clearInterval(poke);
       s.destroy();
-      resolve({ bytes: Buffer.concat(got), serverClosed, timedOut, error });
+      resolve({ bytes: Buffer.concat(got), serverClosed, timedOut, error, sentAllAt, elapsed: performance.now() - t0 });
     };
     const timer = setTimeout(() => finish(true), ACTION_TIMEOUT_MS);
     let poke: NodeJS.Timeout | undefined;
@@ -128,11 +134,15 @@ function session(socketPath: string, writes: Write[], then: 'end' | 'destroy' | 
       finish(false);
     });
     s.on('connect', async () => {
-      for (const w of writes) {
+      for (const [i, w] of writes.entries()) {
         if (w.delayMs > 0) await new Promise((r) => setTimeout(r, w.delayMs));
         if (done || serverClosed) break;
-        s.write(w.bytes);
+        const last = i === writes.length - 1;
+        s.write(w.bytes, (err) => {
+          if (last && !err) sentAllAt = performance.now() - t0;
+        });
       }
+      if (writes.length === 0) sentAllAt = performance.now() - t0;
       if (done) return;
       if (then === 'destroy') finish(false);
       else if (then === 'end') s.end();
@@ -170,6 +180,20 @@ const OK = reply('OK');
 function isNo(b: Buffer): boolean {
   return b.length >= 4 && b.readUInt16BE(0) === b.length - 2 && b.subarray(2, 4).toString('latin1') === 'NO';
 }
+
+/**
+ * Whether the daemon owed this client an answer: only if the whole frame was
+ * in its socket well before the read deadline. Its deadline starts at
+ * accept(2), after our connect() began; a frame handed to the kernel later
+ * than half the deadline may rightly be cut off instead (the machine may be
+ * loaded, this process or the daemon late to run), and then nothing is the
+ * right answer. A wrong answer is never right.
+ */
+const owed = (o: Outcome): boolean => o.sentAllAt !== undefined && o.sentAllAt < (READ_TIMEOUT_S * 1000) / 2;
+
+/** The answer is expected (or, if not owed, absent), and the daemon closed the connection by itself. */
+const answeredAs = (o: Outcome, expected: (b: Buffer) => boolean): boolean =>
+  (expected(o.bytes) || (!owed(o) && o.bytes.length === 0)) && o.serverClosed && !o.timedOut;
 
 const hex = (b: Buffer): string => (b.length > 40 ? `${b.subarray(0, 40).toString('hex')}...` : b.toString('hex'));
 
@@ -227,26 +251,27 @@ async function action(rng: Rng, t: Target): Promise<string | undefined> {
   ] as const);
   const then = (): 'end' | 'hold' => (rng() < 0.5 ? 'end' : 'hold');
   const where = (o: Outcome): string =>
-    `${kind}: got ${hex(o.bytes)} serverClosed=${o.serverClosed} timedOut=${o.timedOut} ${o.error ?? ''}`;
+    `${kind}: got ${hex(o.bytes)} serverClosed=${o.serverClosed} timedOut=${o.timedOut} ` +
+    `sentAllAt=${o.sentAllAt?.toFixed(0)} elapsed=${o.elapsed.toFixed(0)} ${o.error ?? ''}`;
 
   switch (kind) {
     case 'valid': {
       const o = await session(t.socketPath, chunks(rng, valid()), 'end');
-      return o.bytes.equals(OK) && o.serverClosed ? undefined : where(o);
+      return answeredAs(o, (b) => b.equals(OK)) ? undefined : where(o);
     }
     case 'valid-hold': {
       // Never closes after its answer: the drain deadline must close it.
       const o = await session(t.socketPath, chunks(rng, valid()), 'hold');
-      return o.bytes.equals(OK) && o.serverClosed && !o.timedOut ? undefined : where(o);
+      return answeredAs(o, (b) => b.equals(OK)) ? undefined : where(o);
     }
     case 'valid-drip': {
       // Completes or is cut at the read deadline: the answer is right or absent.
       const o = await session(t.socketPath, drip(rng, valid()), then());
-      return (o.bytes.equals(OK) || o.bytes.length === 0) && o.serverClosed && !o.timedOut ? undefined : where(o);
+      return answeredAs(o, (b) => b.equals(OK)) ? undefined : where(o);
     }
     case 'unknown': {
       const o = await session(t.socketPath, chunks(rng, unknown()), then());
-      return isNo(o.bytes) && o.serverClosed && !o.timedOut ? undefined : where(o);
+      return answeredAs(o, isNo) ? undefined : where(o);
     }
     case 'random':
     case 'drip-random': {
@@ -264,7 +289,7 @@ async function action(rng: Rng, t: Target): Promise<string | undefined> {
     }
     case 'oversized': {
       const o = await session(t.socketPath, chunks(rng, oversized()), then());
-      return o.bytes.equals(reply('NO ')) && o.serverClosed && !o.timedOut ? undefined : where(o);
+      return answeredAs(o, (b) => b.equals(reply('NO '))) ? undefined : where(o);
     }
     case 'half-open': {
       // Shuts down its write side early, mid-frame or right after a whole one.
@@ -276,8 +301,8 @@ async function action(rng: Rng, t: Target): Promise<string | undefined> {
         [{ bytes: whole ? full : full.subarray(0, rng.int(1, 6)), delayMs: 0 }],
         'end',
       );
-      const answered = !whole ? o.bytes.length === 0 : real ? o.bytes.equals(OK) : isNo(o.bytes);
-      return answered && o.serverClosed ? undefined : where(o);
+      if (!whole) return o.bytes.length === 0 && o.serverClosed ? undefined : where(o);
+      return answeredAs(o, (b) => (real ? b.equals(OK) : isNo(b))) ? undefined : where(o);
     }
     case 'reset': {
       // Leaves at once, whatever it sent: mid-frame, or before its answer.
