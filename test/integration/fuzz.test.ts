@@ -234,7 +234,34 @@ async function action(rng: Rng, t: Target): Promise<string | undefined> {
     const before = [user.name, user.password, t.service].slice(0, rng.int(0, 3)).map((f) => field(f));
     return Buffer.concat([...before, lengthOnly(rng.int(257, 0xffff)), rng.bytes(rng.int(0, 300))]);
   };
+  // Whole frames of odd fields: empty ones, NULs inside, bytes that are not
+  // UTF-8, a service PAM has never heard of. The login, once cut at its
+  // NUL, is empty or new each time, so the throttle never holds an answer.
+  const oddFields = (): { frame: Buffer; expected: (b: Buffer) => boolean } => {
+    const junk = (): Buffer => rng.bytes(rng.int(0, 6));
+    const odd = (): Buffer => Buffer.concat([Buffer.of(rng.int(0x80, 0xff)), rng.bytes(rng.int(0, 6))]);
+    const login = rng.pick([
+      () => Buffer.alloc(0),
+      () => Buffer.concat([Buffer.of(0), junk()]),
+      () => Buffer.concat([Buffer.from(`fz${process.pid}y${++unknownSeq}`), odd()]),
+      () => Buffer.concat([Buffer.from(`fz${process.pid}z${++unknownSeq}`), Buffer.of(0), junk()]),
+    ])();
+    const password = rng.pick([
+      () => Buffer.alloc(0),
+      () => Buffer.concat([Buffer.of(0), junk()]),
+      () => Buffer.concat([Buffer.of(rng.int(1, 255)), junk()]),
+    ])();
+    const service = rng() < 0.5 ? Buffer.from(t.service) : junk();
+    const clientAddr = rng() < 0.2 ? junk() : undefined;
+    const frame = request({ login, password, service, realm: junk(), clientAddr });
+    const cut = (b: Buffer): Buffer => b.subarray(0, b.includes(0) ? b.indexOf(0) : b.length);
+    if (cut(login).length === 0) return { frame, expected: (b) => b.equals(reply('NO NULL login received')) };
+    if (cut(password).length === 0) return { frame, expected: (b) => b.equals(reply('NO NULL password received')) };
+    return { frame, expected: isNo };
+  };
   const kind = rng.pick([
+    'odd-fields',
+    'odd-fields',
     'valid',
     'valid',
     'valid-hold',
@@ -280,6 +307,11 @@ async function action(rng: Rng, t: Target): Promise<string | undefined> {
       const b = rng.bytes(rng.int(0, rng() < 0.8 ? 40 : 1500));
       const o = await session(t.socketPath, kind === 'random' ? chunks(rng, b) : drip(rng, b.subarray(0, 30)), then());
       return (o.bytes.length === 0 || isNo(o.bytes)) && o.serverClosed && !o.timedOut ? undefined : where(o);
+    }
+    case 'odd-fields': {
+      const { frame, expected } = oddFields();
+      const o = await session(t.socketPath, chunks(rng, frame), then());
+      return answeredAs(o, expected) ? undefined : where(o);
     }
     case 'truncated': {
       // Cut anywhere short of the realm's end, then half-closed: no answer (Cyrus sends none).
