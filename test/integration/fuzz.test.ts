@@ -3,9 +3,9 @@
 // answered from JavaScript) and -a pam (the PAM pool). They share the native
 // decoder but not the code that answers, holds and closes a connection, so
 // each gets the same hostile mix: random bytes, truncated and oversized
-// frames, dripping clients, half-open and reset connections, idle ones,
-// clients that never leave after their answer, and valid frames for real
-// users, many at once. Every answer is checked as it comes; afterwards a
+// frames, frames of odd fields (empty, NUL inside, not UTF-8), dripping
+// clients, half-open and reset connections, idle ones, clients that never
+// leave after their answer, and valid frames for real users, many at once. Every answer is checked as it comes; afterwards a
 // valid request is still answered, the daemon (same pid) holds no connection
 // once the read and drain deadlines have passed, and its RSS is back within
 // 20 MB of where it started (issue 13).
