@@ -62,8 +62,8 @@ export function runDripper(bin: string, o: DripperOptions): DripperRun {
   );
   const reports: DripperReport[] = [];
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  readline.createInterface({ input: child.stdout }).on('line', (line) => {
     reports.push(JSON.parse(line) as DripperReport);
   });
   const done = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));

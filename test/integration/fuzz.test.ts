@@ -135,7 +135,7 @@ function session(socketPath: string, writes: Write[], then: 'end' | 'destroy' | 
       else error = `${err.code ?? ''} ${err.message}`;
       finish(false);
     });
-    s.on('connect', async () => {
+    const writeAll = async (): Promise<void> => {
       for (const [i, w] of writes.entries()) {
         if (w.delayMs > 0) await new Promise((r) => setTimeout(r, w.delayMs));
         if (done || serverClosed) break;
@@ -155,7 +155,8 @@ function session(socketPath: string, writes: Write[], then: 'end' | 'destroy' | 
           if (!done) s.write(Buffer.of(0x78));
         }, 200);
       }
-    });
+    };
+    s.on('connect', () => void writeAll());
   });
 }
 
@@ -214,8 +215,7 @@ async function action(rng: Rng, t: Target): Promise<string | undefined> {
   const user = rng.pick(t.users);
   const valid = (withAddr = rng() < 0.3): Buffer => {
     // Cyrus cuts a field at its first NUL: junk after one changes nothing.
-    const password =
-      rng() < 0.2 ? Buffer.concat([Buffer.from(`${user.password}\0`), rng.bytes(rng.int(1, 8))]) : user.password;
+    const password = rng() < 0.2 ? Buffer.concat([Buffer.from(`${user.password}\0`), rng.bytes(rng.int(1, 8))]) : user.password;
     return request({
       login: user.name,
       password,
@@ -330,11 +330,7 @@ async function action(rng: Rng, t: Target): Promise<string | undefined> {
       const real = rng() < 0.5;
       const full = real ? valid() : unknown();
       const whole = rng() < 0.5;
-      const o = await session(
-        t.socketPath,
-        [{ bytes: whole ? full : full.subarray(0, rng.int(1, 6)), delayMs: 0 }],
-        'end',
-      );
+      const o = await session(t.socketPath, [{ bytes: whole ? full : full.subarray(0, rng.int(1, 6)), delayMs: 0 }], 'end');
       if (!whole) return o.bytes.length === 0 && o.serverClosed ? undefined : where(o);
       return answeredAs(o, (b) => (real ? b.equals(OK) : isNo(b))) ? undefined : where(o);
     }
@@ -437,11 +433,7 @@ for (const [name, mechArgs] of PATHS) {
 
     test('answers every client as Cyrus would: OK, a refusal, or nothing, and closes each', () => {
       assert.ok(actions > CLIENTS * 10, `only ${actions} actions ran`);
-      assert.deepEqual(
-        failures.slice(0, 10),
-        [],
-        `${failures.length} of ${actions} actions went wrong (FUZZ_SEED=${SEED})`,
-      );
+      assert.deepEqual(failures.slice(0, 10), [], `${failures.length} of ${actions} actions went wrong (FUZZ_SEED=${SEED})`);
     });
 
     test('is still the same process afterwards', () => {

@@ -182,7 +182,10 @@ for (const [name, mechArgs] of PATHS) {
       assert.deepEqual(
         late.map((p) => `${p.at} ms in: ${p.answer} after ${Math.round(p.ms)} ms`),
         [],
-        `load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} on ${os.availableParallelism()} CPUs`,
+        `load average ${os
+          .loadavg()
+          .map((l) => l.toFixed(1))
+          .join(' ')} on ${os.availableParallelism()} CPUs`,
       );
     });
 

@@ -122,9 +122,7 @@ const chunked = (bytes: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array[]> =>
 const fieldBody: fc.Arbitrary<Uint8Array> = fc.oneof(
   fc.uint8Array({ maxLength: 8 }),
   fc.constantFrom(0, 1, 255, 256).chain((n) => fc.uint8Array({ minLength: n, maxLength: n })),
-  fc
-    .tuple(fc.uint8Array({ maxLength: 6 }), fc.uint8Array({ maxLength: 6 }))
-    .map(([a, b]) => Uint8Array.from([...a, 0, ...b])),
+  fc.tuple(fc.uint8Array({ maxLength: 6 }), fc.uint8Array({ maxLength: 6 })).map(([a, b]) => Uint8Array.from([...a, 0, ...b])),
   fc.uint8Array({ minLength: 200, maxLength: 256 }),
 );
 
@@ -162,9 +160,7 @@ const structured: fc.Arbitrary<Uint8Array> = fc
  */
 const anyBytes: fc.Arbitrary<Uint8Array> = fc.oneof(
   fc.uint8Array({ maxLength: 1400, size: 'max' }),
-  fc
-    .array(fc.oneof(fc.nat(255), fc.constantFrom(0, 1, 4)), { maxLength: 1400, size: 'max' })
-    .map((a) => Uint8Array.from(a)),
+  fc.array(fc.oneof(fc.nat(255), fc.constantFrom(0, 1, 4)), { maxLength: 1400, size: 'max' }).map((a) => Uint8Array.from(a)),
   fc.array(fc.constantFrom(0, 1, 2, 0x41), { maxLength: 40 }).map((a) => Uint8Array.from(a)),
 );
 
@@ -200,23 +196,19 @@ describe('the native request decoder against a model of Cyrus do_request', () =>
 
   test('gives the same request however a frame is chunked, when the last chunk holds the whole 5th field', () => {
     fc.assert(
-      fc.property(
-        fc.array(fieldBody, { minLength: 5, maxLength: 5 }),
-        fc.array(fc.nat(), { maxLength: 12 }),
-        (bodies, cuts) => {
-          const frame = Uint8Array.from(bodies.flatMap((b) => [...counted(b)]));
-          const realmEnd = bodies.slice(0, 4).reduce((n, b) => n + 2 + b.length, 0);
-          // Cuts only before the realm's end: the 5th field arrives with it.
-          const chunks = splitAt(
-            frame,
-            cuts.map((c) => c % realmEnd),
-          );
-          const whole = decode([frame]);
-          assert.deepEqual(show(decode(chunks)), show(whole));
-          assert.equal(whole.kind, 'request');
-          assert.deepEqual(show(whole), show(model([frame])));
-        },
-      ),
+      fc.property(fc.array(fieldBody, { minLength: 5, maxLength: 5 }), fc.array(fc.nat(), { maxLength: 12 }), (bodies, cuts) => {
+        const frame = Uint8Array.from(bodies.flatMap((b) => [...counted(b)]));
+        const realmEnd = bodies.slice(0, 4).reduce((n, b) => n + 2 + b.length, 0);
+        // Cuts only before the realm's end: the 5th field arrives with it.
+        const chunks = splitAt(
+          frame,
+          cuts.map((c) => c % realmEnd),
+        );
+        const whole = decode([frame]);
+        assert.deepEqual(show(decode(chunks)), show(whole));
+        assert.equal(whole.kind, 'request');
+        assert.deepEqual(show(whole), show(model([frame])));
+      }),
       { numRuns: RUNS },
     );
   });
@@ -318,11 +310,7 @@ describe('the native request decoder applies the limits exactly', () => {
   test('stays incomplete until the last byte of the realm, fed one byte at a time', () => {
     const frame = frameOf('user', 'pw', 'imap', 'realm');
     for (let n = 0; n < frame.length; n++) {
-      assert.equal(
-        decode(Array.from(frame.subarray(0, n), (x) => Buffer.of(x))).kind,
-        'incomplete',
-        `after ${n} bytes`,
-      );
+      assert.equal(decode(Array.from(frame.subarray(0, n), (x) => Buffer.of(x))).kind, 'incomplete', `after ${n} bytes`);
     }
     assert.equal(decode(Array.from(frame, (x) => Buffer.of(x))).kind, 'request');
   });
