@@ -127,8 +127,26 @@ export class Authenticator {
   }
 
   handle(x: Exchange): void {
+    const login = this.concatRealm && x.realm.length > 0 ? `${x.login}@${x.realm}` : x.login;
+    const cache = this.cache;
+    const cacheId = cache !== undefined ? CredentialCache.id(login, x.realm, x.service) : '';
+    const metrics = this.metrics;
+    const t0 = metrics !== undefined ? performance.now() : 0;
+    // A cache hit is answered here, synchronously: the hottest path of all
+    // needs no promise, no throttle and no mechanism.
+    if (cache !== undefined && cache.mode === 'normal' && cache.lookup(cacheId, x.fingerprint)) {
+      x.answer('OK');
+      if (metrics !== undefined) {
+        metrics.cacheHit();
+        metrics.request('ok', performance.now() - t0);
+      }
+      if (this.resultLog.isLevelEnabled('debug')) {
+        this.logCached({ login, service: x.service, realm: x.realm, clientAddr: x.clientAddr }, 'auth success (cached)', 'debug');
+      }
+      return;
+    }
     this.active++;
-    this.run(x)
+    this.run(x, login, cacheId)
       .catch((err: unknown) => {
         this.log.error({ err }, 'internal error while authenticating');
         this.metrics?.request('unavailable', 0);
@@ -137,26 +155,23 @@ export class Authenticator {
       .finally(() => this.active--);
   }
 
-  private async run(x: Exchange): Promise<void> {
+  private async run(x: Exchange, login: string, cacheId: string): Promise<void> {
     const started = performance.now();
     const startedAt = Date.now();
-    const login = this.concatRealm && x.realm.length > 0 ? `${x.login}@${x.realm}` : x.login;
     const subject: LogSubject = { login, service: x.service, realm: x.realm, clientAddr: x.clientAddr };
-
     const cache = this.cache;
-    const cacheId = cache !== undefined ? CredentialCache.id(login, x.realm, x.service) : '';
-    if (cache !== undefined && cache.mode === 'normal') {
-      if (cache.lookup(cacheId, x.fingerprint)) {
-        x.answer('OK');
-        if (this.metrics !== undefined) {
-          this.metrics.cacheHit();
-          this.metrics.request('ok', performance.now() - started);
-        }
-        this.logCached(subject, 'auth success (cached)', 'debug');
-        return;
+
+    // --state-cache: a miss here may be a hit on another host of the fleet.
+    if (cache?.share !== undefined && cache.mode === 'normal' && (await cache.lookupShared(cacheId, x.fingerprint))) {
+      this.logCached(subject, 'auth success (cached by the fleet)', 'debug');
+      x.answer('OK');
+      if (this.metrics !== undefined) {
+        this.metrics.cacheHit();
+        this.metrics.request('ok', performance.now() - started);
       }
-      this.metrics?.cacheMiss();
+      return;
     }
+    if (cache?.mode === 'normal') this.metrics?.cacheMiss();
 
     const attempt: Attempt = { login, realm: x.realm, fp: x.fp };
     const addr = addressHost(x.clientAddr);
@@ -207,8 +222,12 @@ export class Authenticator {
     if (cache !== undefined) {
       if (outcome.ok) {
         cache.commit(cacheId, x.fingerprint);
-      } else if (cache.mode === 'outage' && (outcome.kind === 'unavailable' || outcome.kind === 'timeout')) {
-        if (cache.lookup(cacheId, x.fingerprint)) {
+      } else if (
+        cache.mode === 'outage' &&
+        (cache.lookup(cacheId, x.fingerprint) ||
+          ((outcome.kind === 'unavailable' || outcome.kind === 'timeout') && (await cache.lookupShared(cacheId, x.fingerprint))))
+      ) {
+        if (outcome.kind === 'unavailable' || outcome.kind === 'timeout') {
           // Stale-on-error: the backend cannot decide, these credentials
           // succeeded within the TTL, so keep mail flowing. Unlike a plain
           // success, worth seeing without -V: the mechanism is down.
@@ -223,9 +242,9 @@ export class Authenticator {
           if (!outcome.answered) x.answer('OK');
           return;
         }
-        this.metrics?.cacheMiss();
-      } else if (cache.mode === 'outage' && outcome.kind === 'denied' && cache.lookup(cacheId, x.fingerprint)) {
-        cache.forget(cacheId); // the password was changed or revoked
+        if (outcome.kind === 'denied') cache.forget(cacheId); // the password was changed or revoked
+      } else if (cache.mode === 'outage' && (outcome.kind === 'unavailable' || outcome.kind === 'timeout')) {
+        this.metrics?.cacheMiss(); // an outage the cache could not cover
       }
     }
 
@@ -278,7 +297,7 @@ export class Authenticator {
         },
         (err: unknown) => {
           clearTimeout(timer);
-          reject(err);
+          reject(err instanceof Error ? err : new Error(String(err)));
         },
       );
     });

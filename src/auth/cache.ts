@@ -20,6 +20,18 @@ export type CacheOp =
   | { kind: 'commit'; id: string; mac: string; created: number }
   | { kind: 'forget'; id: string };
 
+/**
+ * The fleet's copy of the cache (--state-cache, see redis-cache.ts): what
+ * this host commits or forgets goes there too, and a local miss may be
+ * another host's hit.
+ */
+export interface CacheShare {
+  put(id: string, mac: Buffer, created: number): void;
+  drop(id: string): void;
+  /** The entry, or undefined (none, or the store did not answer within its deadline). */
+  get(id: string): Promise<{ mac: Buffer; created: number } | undefined>;
+}
+
 export interface CacheOptions {
   ttlMs: number;
   /** -s KB; undefined = Cyrus's default table size. */
@@ -28,6 +40,7 @@ export interface CacheOptions {
   now?: () => number;
   /** Called for each local commit/forget, to replicate it. */
   onChange?: ((op: CacheOp) => void) | undefined;
+  share?: CacheShare | undefined;
 }
 
 interface Entry {
@@ -61,8 +74,12 @@ export class CredentialCache {
   private readonly entries = new Map<string, Entry>();
   private readonly now: () => number;
   private readonly onChange: ((op: CacheOp) => void) | undefined;
+  readonly share: CacheShare | undefined;
+  /** When clear() last ran (SIGHUP): the fleet's older entries are not taken either. */
+  private clearedAt = 0;
 
   constructor(opts: CacheOptions) {
+    this.share = opts.share;
     this.ttlMs = opts.ttlMs;
     this.mode = opts.mode;
     this.maxEntries = cyrusEntries(opts.sizeKb);
@@ -95,6 +112,21 @@ export class CredentialCache {
     const entry = { mac: Buffer.from(mac), created: this.now() };
     this.store(id, entry);
     this.onChange?.({ kind: 'commit', id, mac: entry.mac.toString('base64'), created: entry.created });
+    this.share?.put(id, entry.mac, entry.created);
+  }
+
+  /**
+   * A local miss asked of the fleet: true if another host committed these
+   * exact credentials within the TTL (the entry is then kept here too).
+   */
+  async lookupShared(id: string, mac: Buffer): Promise<boolean> {
+    if (this.share === undefined) return false;
+    const e = await this.share.get(id);
+    // Entries older than this host's last SIGHUP stay forgotten here, as its own do.
+    if (e === undefined || e.created <= this.now() - this.ttlMs || e.created <= this.clearedAt || e.created > this.now() + 60_000) return false;
+    if (e.mac.length !== mac.length || !crypto.timingSafeEqual(e.mac, mac)) return false;
+    this.store(id, { mac: Buffer.from(mac), created: e.created });
+    return true;
   }
 
   /** Apply a change made by another worker process. */
@@ -117,9 +149,11 @@ export class CredentialCache {
   forget(id: string): void {
     this.entries.delete(id);
     this.onChange?.({ kind: 'forget', id });
+    this.share?.drop(id);
   }
 
   clear(): void {
     this.entries.clear();
+    this.clearedAt = this.now();
   }
 }

@@ -7,15 +7,20 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type DaemonOptions } from '../config/options';
 import { parseArgsWithDefaults } from '../config/defaults-file';
-import { runCheck } from '../config/check';
+import { runCheckWithState } from '../config/check';
 import { createLogger, type DaemonLogger } from '../log/logger';
+import { maskCredentials } from '../log/redact';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import type { Backend } from '../backends/backend';
 import crypto from 'node:crypto';
 import { Authenticator } from '../auth/authenticator';
 import { CredentialCache, type CacheOp } from '../auth/cache';
-import { MemoryStore } from '../auth/throttle/store';
+import { CACHE_SCRIPTS, RedisCacheShare } from '../auth/redis-cache';
+import { MemoryStore, type ThrottleStore } from '../auth/throttle/store';
 import { ReplicatedStore, type ThrottleOp } from '../auth/throttle/replicated';
+import { RedisStore, THROTTLE_SCRIPTS } from '../auth/throttle/redis-store';
+import { SharedState, type TlsFiles } from '../state/redis';
+import { deriveKeys, KeyFileError, readKeyFile } from '../state/key-file';
 import { Throttle } from '../auth/throttle/throttle';
 import { FailureLines } from '../log/failure-lines';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
@@ -56,7 +61,7 @@ class ExitError extends Error {
 
 export async function main(argv: string[]): Promise<void> {
   if (argv.includes('--check')) {
-    process.exitCode = runCheck(argv);
+    process.exitCode = await runCheckWithState(argv);
     return;
   }
   const parsed = parseArgsWithDefaults(argv);
@@ -81,11 +86,13 @@ export async function main(argv: string[]): Promise<void> {
     await runDaemon(opts, logger, detachedChild);
   } catch (err) {
     const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
-    logger.log.fatal(e.message);
+    // Startup errors quote -O values and config lines: a URI there may hold a password.
+    const message = maskCredentials(e.message);
+    logger.log.fatal(message);
     logger.flush();
     // A cluster worker's fd 3 is its IPC channel, not the status pipe.
-    if (detachedChild && !isWorker()) reportStatus(`ERR ${e.exitCode} ${e.message}`);
-    else process.stderr.write(`saslauthd-ts: ${e.message}\n`);
+    if (detachedChild && !isWorker()) reportStatus(`ERR ${e.exitCode} ${message}`);
+    else process.stderr.write(`saslauthd-ts: ${message}\n`);
     process.exitCode = e.exitCode;
   }
 }
@@ -125,6 +132,8 @@ interface Service {
   throttle: Throttle | undefined;
   /** In a worker: the throttle's store, to apply the other workers' changes. */
   sharedThrottle: ReplicatedStore | undefined;
+  /** --state: the connection to the fleet's store; its stats() are Redis latency, errors and fallbacks. */
+  sharedState: SharedState | undefined;
   failureLines: FailureLines;
   /** The request counters; undefined when nothing reads them (no --metrics, not under systemd). */
   metrics: ServiceMetrics | undefined;
@@ -178,11 +187,64 @@ function startStatusLine(mech: string, read: () => Promise<Snapshot>, log: Daemo
   return status;
 }
 
+/** The keys derived from --state-key, read and checked (errors name the file and the fix). */
+function fleetKeys(opts: DaemonOptions): { fingerprint: Buffer; names: Buffer } | undefined {
+  if (opts.stateKeyFile === undefined) return undefined;
+  try {
+    const secret = readKeyFile(opts.stateKeyFile);
+    const keys = deriveKeys(secret);
+    secret.fill(0);
+    return keys;
+  } catch (err) {
+    if (err instanceof KeyFileError) throw new ExitError(err.message, 1);
+    throw err;
+  }
+}
+
+/** The --state-tls-* files, read now: a missing one stops the start, naming the flag. */
+function tlsFiles(opts: DaemonOptions): TlsFiles | undefined {
+  const t = opts.state?.tls;
+  if (t === undefined) return undefined;
+  const read = (flag: string, file: string | undefined): Buffer | undefined => {
+    if (file === undefined) return undefined;
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      throw new ExitError(`${flag} ${file}: cannot read: ${(err as Error).message}`, 1);
+    }
+  };
+  const out: TlsFiles = {};
+  const ca = read('--state-tls-ca', t.caFile);
+  const cert = read('--state-tls-cert', t.certFile);
+  const key = read('--state-tls-key', t.keyFile);
+  if (ca !== undefined) out.ca = ca;
+  if (cert !== undefined) out.cert = cert;
+  if (key !== undefined) out.key = key;
+  return out;
+}
+
+/** Backlog of writes held while the shared store is away (each a few hundred bytes at most). */
+const STATE_BACKLOG = 10_000;
+
+function createSharedState(opts: DaemonOptions, log: DaemonLogger['log']): SharedState | undefined {
+  const st = opts.state;
+  if (st === undefined) return undefined;
+  return new SharedState({
+    target: st.target,
+    tls: tlsFiles(opts),
+    timeoutMs: st.timeoutMs,
+    backlogMax: STATE_BACKLOG,
+    log,
+    scripts: { ...THROTTLE_SCRIPTS, ...CACHE_SCRIPTS },
+  });
+}
+
 /** The throttle for these options (undefined with --throttle off); in a worker, its state is shared with the others. */
 function createThrottle(
   opts: DaemonOptions,
   log: DaemonLogger['log'],
-  share?: (op: ThrottleOp) => void,
+  share: ((op: ThrottleOp) => void) | undefined,
+  fleet: { state: SharedState; namesKey: Buffer } | undefined,
 ): { throttle: Throttle; replicated: ReplicatedStore | undefined } | undefined {
   const t = opts.throttle;
   if (t === undefined) return undefined;
@@ -193,13 +255,24 @@ function createThrottle(
     trackedMax: t.trackedMax,
     penaltyAfter: t.freeFailures,
   });
-  const replicated = share !== undefined ? new ReplicatedStore(memory, share) : undefined;
+  // With a fleet store, workers share through it too: replicating through
+  // the primary as well would send every change to Redis once per worker.
+  const replicated = share !== undefined && fleet === undefined ? new ReplicatedStore(memory, share) : undefined;
+  const store: ThrottleStore =
+    fleet !== undefined
+      ? new RedisStore(memory, fleet.state, {
+          prefix: opts.state?.prefix ?? '',
+          namesKey: fleet.namesKey,
+          windowMs: t.windowMs,
+          knownGoodTtlMs: t.knownGoodTtlMs,
+        })
+      : (replicated ?? memory);
   // Work of these credentials already queued goes first from now on.
   const promote = (fp: number): void => {
     native.poolPromote('hash', fp);
     if (opts.mech === 'pam') native.poolPromote('pam', fp);
   };
-  return { throttle: new Throttle(t, replicated ?? memory, log, promote), replicated };
+  return { throttle: new Throttle(t, store, log, promote), replicated };
 }
 
 /** Backend, cache, authenticator and listener: everything a serving process runs. */
@@ -209,24 +282,38 @@ async function serve(
   worker?: { key: Buffer; onCacheChange: (op: CacheOp) => void; onThrottleChange: (op: ThrottleOp) => void },
 ): Promise<Service> {
   const { log } = logger;
-  // The fingerprints' key: random, in memory only (workers share their primary's).
-  native.setFingerprintKey(worker?.key ?? crypto.randomBytes(32));
+  // The fingerprints' key: the fleet's (--state-key), else random, in memory
+  // only (workers share their primary's).
+  const keys = fleetKeys(opts);
+  native.setFingerprintKey(keys?.fingerprint ?? worker?.key ?? crypto.randomBytes(32));
   native.setPamThreads(opts.pamThreads);
   const backend = await createBackend(opts, logger);
+  const sharedState = createSharedState(opts, log);
   const cache = opts.cache
     ? new CredentialCache({
         ttlMs: opts.cacheTimeoutSec * 1000,
         sizeKb: opts.cacheSizeKb,
         mode: opts.cacheMode,
         onChange: worker?.onCacheChange,
+        share:
+          opts.state?.shareCache === true && sharedState !== undefined && keys !== undefined
+            ? new RedisCacheShare(sharedState, { prefix: opts.state.prefix, namesKey: keys.names, ttlMs: opts.cacheTimeoutSec * 1000 })
+            : undefined,
       })
     : undefined;
   const fdLimit = native.raiseFdLimit();
   // Before the hashing threads exist, so they inherit it (see pool.cc).
   const schedPolicy = native.preferBatchScheduling();
-  log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption: opts.mechOption }, 'starting');
+  const mechOption = opts.mechOption === undefined ? undefined : maskCredentials(opts.mechOption);
+  log.debug({ fdLimit, schedPolicy, runDir: opts.runDir, mech: opts.mech, mechOption }, 'starting');
 
-  const made = createThrottle(opts, log, worker?.onThrottleChange);
+  const made = createThrottle(
+    opts,
+    log,
+    worker?.onThrottleChange,
+    sharedState !== undefined && keys !== undefined ? { state: sharedState, namesKey: keys.names } : undefined,
+  );
+  sharedState?.start();
   const throttle = made?.throttle;
   throttle?.start();
   const metrics = countRequests(opts) ? new ServiceMetrics(opts.mech, opts.cache) : undefined;
@@ -275,9 +362,10 @@ async function serve(
   } catch (err) {
     await backend.close?.();
     processMetrics?.stop();
+    sharedState?.close();
     throw startupExit(err);
   }
-  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, failureLines, metrics, processMetrics };
+  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, sharedState, failureLines, metrics, processMetrics };
 }
 
 /** Stop serving: in-flight requests answered (up to the deadline), timers stopped. */
@@ -285,6 +373,7 @@ async function stopService(svc: Service, deadlineMs: number): Promise<void> {
   await svc.server.close(deadlineMs);
   await svc.backend.close?.();
   svc.throttle?.stop();
+  svc.sharedState?.close();
   svc.failureLines.stop();
   svc.processMetrics?.stop();
 }
@@ -339,6 +428,8 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   const runDir = ensureRunDir(opts.runDir);
   if (runDir.created) logger.log.info(`created run directory ${opts.runDir} (root:${runDir.group ?? 'root'} 0710)`);
   logCache(opts, logger.log, workers);
+  // Checked here too, so that a bad key file stops the start before any worker runs.
+  fleetKeys(opts);
   if (workers > 1) return runPrimary(opts, logger, detachedChild, workers);
 
   const { log } = logger;
@@ -405,18 +496,18 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
   // The primary serves no request: its own figures are its process's; the rest are the workers'.
   const own = new Registry();
   const ownProcess = opts.metrics !== undefined ? registerProcessMetrics(own) : undefined;
-  let endpoint: MetricsServer | undefined;
-  let status: StatusLine | undefined;
+  // Started once the workers listen; a stop signal may come before.
+  const later: { endpoint?: MetricsServer; status?: StatusLine | undefined } = {};
   onStopSignals(
     logger,
     async () => {
-      await endpoint?.close();
+      await later.endpoint?.close();
       ownProcess?.stop();
       await primary.stop();
       fs.rmSync(socketPath, { force: true });
       if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
     },
-    () => status?.stop(),
+    () => later.status?.stop(),
   );
   process.on('SIGHUP', () => primary.reload());
   try {
@@ -430,7 +521,7 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
   log.info({ workers }, `listening on socket: ${socketPath} (${workers} worker processes)`);
   if (opts.metrics !== undefined) {
     try {
-      endpoint = await startMetricsEndpoint(
+      later.endpoint = await startMetricsEndpoint(
         opts.metrics,
         async () => render(merge([await own.snapshot(), await primary.gatherMetrics(true)])),
         log,
@@ -444,7 +535,7 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
     }
   }
   announce(opts, log, detachedChild, workers);
-  status = startStatusLine(opts.mech, () => primary.gatherMetrics(false), log);
+  later.status = startStatusLine(opts.mech, () => primary.gatherMetrics(false), log);
 }
 
 /** A cluster worker: serves on the primary's socket until told to stop. */
@@ -460,7 +551,7 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
     });
   } catch (err) {
     const e = err instanceof ExitError ? err : new ExitError((err as Error).message, 1);
-    sendToPrimary({ type: 'fatal', message: e.message, exitCode: e.exitCode });
+    sendToPrimary({ type: 'fatal', message: maskCredentials(e.message), exitCode: e.exitCode });
     logger.flush();
     // Let the IPC message go out before exiting.
     setTimeout(() => process.exit(e.exitCode), 100);

@@ -44,7 +44,10 @@ export async function main(argv: string[]): Promise<void> {
     .helpOption('-h, --help', 'show this help and exit')
     .addOption(new Option('-u <username>', 'login name (required, except with --ping)'))
     .addOption(
-      new Option('-p <password>', "password (required, except with --ping); '-' reads it from standard input (its first line), so it never shows in ps"),
+      new Option(
+        '-p <password>',
+        "password (required, except with --ping); '-' reads it from standard input (its first line), so it never shows in ps",
+      ),
     )
     .addOption(new Option('-r <realm>', 'realm').default(''))
     .addOption(new Option('-s <servicename>', 'service name').default('imap'))
@@ -59,7 +62,10 @@ export async function main(argv: string[]): Promise<void> {
       ),
     )
     .addOption(
-      new Option('--timeout <seconds>', `give up waiting for the daemon's answer after this long (default ${DEFAULT_TIMEOUT_S}; ${PING_TIMEOUT_S} with --ping)`),
+      new Option(
+        '--timeout <seconds>',
+        `give up waiting for the daemon's answer after this long (default ${DEFAULT_TIMEOUT_S}; ${PING_TIMEOUT_S} with --ping)`,
+      ),
     )
     .exitOverride()
     .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: () => undefined });
@@ -84,15 +90,20 @@ export async function main(argv: string[]): Promise<void> {
 
 function parseTimeout(value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback * 1000;
-  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0) throw new UsageError(`--timeout: '${value}' is not a number of seconds above 0`);
+  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0)
+    throw new UsageError(`--timeout: '${value}' is not a number of seconds above 0`);
   return Number(value) * 1000;
 }
 
 /** --ping: does something that speaks saslauthd's protocol answer on the socket? */
 async function ping(o: Opts, timeoutMs: number): Promise<number> {
-  const extra = [o.u !== undefined && '-u', o.p !== undefined && '-p', o.R !== '1' && '-R', o.json && '--json', o.a !== undefined && '-a'].filter(
-    (x): x is string => typeof x === 'string',
-  );
+  const extra = [
+    o.u !== undefined && '-u',
+    o.p !== undefined && '-p',
+    o.R !== '1' && '-R',
+    o.json && '--json',
+    o.a !== undefined && '-a',
+  ].filter((x): x is string => typeof x === 'string');
   if (extra.length > 0) throw new UsageError(`--ping sends no credentials: leave out ${extra.join(', ')}`);
   const started = performance.now();
   try {
@@ -102,10 +113,13 @@ async function ping(o: Opts, timeoutMs: number): Promise<number> {
       process.stdout.write(`OK: saslauthd answers on ${o.f} ("${reply}", ${ms} ms)\n`);
       return 0;
     }
-    process.stdout.write(`FAILED: ${o.f} answered ${JSON.stringify(reply)}, not "${PING_REPLY}": is a saslauthd listening there?\n`);
+    process.stdout.write(
+      `FAILED: ${o.f} answered ${JSON.stringify(reply)}, not "${PING_REPLY}": is a saslauthd listening there?\n`,
+    );
     return 1;
   } catch (err) {
-    const msg = err instanceof ClientError && err.code === 'timeout' ? `no answer within ${timeoutMs / 1000} s` : (err as Error).message;
+    const msg =
+      err instanceof ClientError && err.code === 'timeout' ? `no answer within ${timeoutMs / 1000} s` : (err as Error).message;
     process.stdout.write(`FAILED: ${o.f}: ${msg}\n`);
     return 1;
   }
@@ -210,7 +224,10 @@ function readPassword(timeoutMs: number): Promise<Buffer> {
     };
     const onEnd = (): void => finish();
     const onError = (err: Error): void => finish(new UsageError(`-p -: cannot read standard input: ${err.message}`));
-    const timer = setTimeout(() => finish(new UsageError(`-p -: no password on standard input within ${timeoutMs / 1000} s`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new UsageError(`-p -: no password on standard input within ${timeoutMs / 1000} s`)),
+      timeoutMs,
+    );
     if (tty) stdin.setRawMode(true);
     stdin.on('data', onData);
     stdin.on('end', onEnd);

@@ -21,6 +21,10 @@ import {
   readDefaultsFile,
 } from './defaults-file';
 import { type DaemonOptions, parseArgs } from './options';
+import { maskCredentials } from '../log/redact';
+import { KeyFileError, readKeyFile } from '../state/key-file';
+import { maskStateUri } from '../state/uri';
+import { probeState } from '../state/probe';
 import { type ConfIssue, formatIssue } from './saslauthd-conf';
 
 /** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
@@ -155,6 +159,42 @@ function checkWorkers(opts: DaemonOptions, from: ArgOrigin | undefined, env: Che
   return `${effective} (--workers ${opts.workers}, capped at the CPU count)`;
 }
 
+/** libpam turns a requested fail delay into 0.5 to 1.5 times it. */
+const PAM_DELAY_CEILING = 1.5;
+
+interface FailDelay {
+  file: string;
+  line: number;
+  delayUs: number;
+}
+
+/** The longest `pam_faildelay.so delay=` in the files of dir (includes are not followed). */
+function longestFailDelay(dir: string): FailDelay | undefined {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).sort();
+  } catch {
+    return undefined;
+  }
+  let longest: FailDelay | undefined;
+  for (const name of names) {
+    const file = path.join(dir, name);
+    let text: string;
+    try {
+      if (!fs.statSync(file).isFile()) continue;
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    text.split('\n').forEach((raw, i) => {
+      const m = /\bpam_faildelay\.so\b.*\bdelay=(\d+)/.exec(raw.replace(/#.*/, ''));
+      const delayUs = Number(m?.[1] ?? 0);
+      if (delayUs > (longest?.delayUs ?? 0)) longest = { file, line: i + 1, delayUs };
+    });
+  }
+  return longest;
+}
+
 function checkMechanism(
   opts: DaemonOptions,
   mechFrom: ArgOrigin | undefined,
@@ -212,6 +252,22 @@ function checkMechanism(
           severity: 'error',
           file: path.join(dir, 'other'),
           message: 'missing: PAM has no fallback service',
+        });
+      }
+      // Since a denial during its fail delay is answered at the deadline, a
+      // short --auth-timeout no longer turns it into an outage, but still
+      // cuts short the delay that slows password guessing.
+      const delay = longestFailDelay(dir);
+      const longestMs = delay === undefined ? 0 : (delay.delayUs * PAM_DELAY_CEILING) / 1000;
+      if (delay !== undefined && opts.authTimeoutMs < longestMs) {
+        issues.push({
+          severity: 'warning',
+          file: delay.file,
+          line: delay.line,
+          message:
+            `pam_faildelay delay=${delay.delayUs} holds a wrong password's answer up to ${longestMs / 1000} s (libpam varies the delay from 0.5 to 1.5 times), ` +
+            `longer than --auth-timeout ${opts.authTimeoutMs / 1000} s: such answers are then given when --auth-timeout expires, ` +
+            `cutting the delay short; set --auth-timeout ${Math.ceil(longestMs / 1000)} or more`,
         });
       }
       const svc = (s: string): string =>
@@ -341,6 +397,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   settings.push(['PAM threads (--pam-threads)', String(opts.pamThreads)]);
   for (const row of throttleSettings(opts)) settings.push(row);
   settings.push(['metrics (--metrics)', checkMetrics(opts, origin(origins, '--metrics', cmdline), issues)]);
+  for (const row of stateSettings(opts, origins, cmdline, issues)) settings.push(row);
   settings.push([
     'failure lines',
     `${opts.failureLinesPerLogin} per login a minute, ${opts.failureLinesPerSecond} a second in all; the rest summarised each minute`,
@@ -354,7 +411,7 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   }
   settings.push([
     'effective flags',
-    [...fileArgs, ...cmdline.filter((_a, i) => !isDefaultsFileArg(cmdline, i))].join(' '),
+    [...fileArgs, ...cmdline.filter((_a, i) => !isDefaultsFileArg(cmdline, i))].map(maskArg).join(' '),
   ]);
   return { issues, settings, options: opts };
 }
@@ -411,6 +468,63 @@ export function throttleSettings(opts: DaemonOptions): Array<[string, string]> {
   ];
 }
 
+/** A --state URI's password is never printed. */
+function maskArg(a: string): string {
+  return /^[a-z]+:\/\//i.test(a) ? maskStateUri(a) : a.startsWith('--state=') ? `--state=${maskStateUri(a.slice(8))}` : a;
+}
+
+/** --state and --state-key as --check prints them; the key file is checked as the daemon will. */
+function stateSettings(opts: DaemonOptions, origins: Map<string, ArgOrigin>, argv: readonly string[], issues: Issues): Array<[string, string]> {
+  const rows: Array<[string, string]> = [];
+  if (opts.stateKeyFile !== undefined) {
+    try {
+      const key = readKeyFile(opts.stateKeyFile);
+      rows.push(['fleet key (--state-key)', `${opts.stateKeyFile} (${key.length} bytes, root-only)`]);
+      key.fill(0);
+    } catch (err) {
+      if (!(err instanceof KeyFileError)) throw err;
+      issues.push({ severity: 'error', file: opts.stateKeyFile, message: err.message.replace(`--state-key ${opts.stateKeyFile}: `, '') });
+      rows.push(['fleet key (--state-key)', `${opts.stateKeyFile} (unusable)`]);
+    }
+  }
+  const st = opts.state;
+  if (st === undefined) {
+    rows.push(['shared state (--state)', 'off: this host\'s memory only']);
+    return rows;
+  }
+  rows.push(['shared state (--state)', st.target.display]);
+  rows.push(['  prefix', `${st.prefix} (--state-prefix)`]);
+  rows.push(['  deadline', `${st.timeoutMs} ms per operation, then local state decides (--state-timeout)`]);
+  if (st.target.kind === 'tls') {
+    rows.push(['  TLS', `CA ${st.tls.caFile ?? 'the system\'s'}${st.tls.certFile ? `, client certificate ${st.tls.certFile}` : ''}`]);
+  }
+  rows.push(['  shared', `throttle counts, penalties and known-good marks${st.shareCache ? '; credential cache entries (--state-cache)' : ''}`]);
+  if (st.target.password !== undefined) {
+    const from = origins.get('--state') ?? [...origins.entries()].find(([k]) => k.startsWith('--state='))?.[1];
+    if (from === undefined || argv.includes('--state') || argv.some((a) => a.startsWith('--state='))) {
+      issues.push({
+        severity: 'warning',
+        file: COMMAND_LINE,
+        message: '--state carries a password, which every local user can read in ps; put --state in the defaults file (mode 0600) instead',
+      });
+    } else {
+      try {
+        const mode = fs.statSync(from.file).mode;
+        if ((mode & 0o044) !== 0) {
+          issues.push({
+            severity: 'warning',
+            ...where(from),
+            message: `--state carries a password and the file is readable by others (mode ${(mode & 0o777).toString(8).padStart(4, '0')}); run: chmod 0600 ${from.file}`,
+          });
+        }
+      } catch {
+        // reported elsewhere
+      }
+    }
+  }
+  return rows;
+}
+
 function isDefaultsFileArg(argv: readonly string[], i: number): boolean {
   const a = argv[i] ?? '';
   return a === '--defaults-file' || a.startsWith('--defaults-file=') || argv[i - 1] === '--defaults-file';
@@ -421,6 +535,36 @@ function formatIssueLine(i: ConfIssue): string {
   return i.file === '' ? i.message : formatIssue(i);
 }
 
+/**
+ * --check with the connections it implies: with --state, connect to the
+ * store and report its version and latency (or why it cannot be used).
+ */
+export async function runCheckWithState(
+  argv: string[],
+  out: { write(s: string): unknown } = process.stdout,
+  err: { write(s: string): unknown } = process.stderr,
+  env: CheckEnv = {},
+): Promise<number> {
+  const r = checkConfiguration(argv, env);
+  const st = r.options?.state;
+  if (st !== undefined) {
+    const p = await probeState(st);
+    // Printed under the other --state rows.
+    const at = r.settings.findIndex(([k]) => k === '  shared') + 1;
+    const rows: Array<[string, string]> = [];
+    if (p.ok) {
+      rows.push(['  server', `${p.server} ${p.version}, ${p.mode}`]);
+      rows.push(['  latency', `${p.latencyMs.map((ms) => ms.toFixed(2)).join(' ')} ms (PING round trips; deadline ${st.timeoutMs} ms)`]);
+      if (p.warning !== undefined) r.issues.push({ severity: 'warning', file: COMMAND_LINE, message: p.warning });
+    } else {
+      rows.push(['  server', 'unusable (see the error below)']);
+      r.issues.push({ severity: 'error', file: COMMAND_LINE, message: `--state ${st.target.display}: ${p.error}` });
+    }
+    r.settings.splice(at > 0 ? at : r.settings.length, 0, ...rows);
+  }
+  return printCheck(r, out, err);
+}
+
 /** Run --check: settings on stdout, problems on stderr; exit code 0 or 1. */
 export function runCheck(
   argv: string[],
@@ -428,15 +572,19 @@ export function runCheck(
   err: { write(s: string): unknown } = process.stderr,
   env: CheckEnv = {},
 ): number {
-  const r = checkConfiguration(argv, env);
+  return printCheck(checkConfiguration(argv, env), out, err);
+}
+
+function printCheck(r: CheckResult, out: { write(s: string): unknown }, err: { write(s: string): unknown }): number {
   const width = Math.max(0, ...r.settings.map(([k]) => k.length));
-  for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${v}\n`);
+  // -O values, the flags and the messages quoting them can hold a URI with a password.
+  for (const [k, v] of r.settings) out.write(`${k.padEnd(width)}  ${maskCredentials(v)}\n`);
   // In file order, so the first line to fix comes first.
   const sorted = [...r.issues].sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : 0));
   const errors = sorted.filter((i) => i.severity === 'error');
   const warnings = sorted.filter((i) => i.severity === 'warning');
-  for (const w of warnings) err.write(`saslauthd-ts: warning: ${formatIssueLine(w)}\n`);
-  for (const e of errors) err.write(`saslauthd-ts: error: ${formatIssueLine(e)}\n`);
+  for (const w of warnings) err.write(`saslauthd-ts: warning: ${maskCredentials(formatIssueLine(w))}\n`);
+  for (const e of errors) err.write(`saslauthd-ts: error: ${maskCredentials(formatIssueLine(e))}\n`);
   if (errors.length > 0) {
     err.write(`saslauthd-ts: configuration check failed: ${errors.length} error(s), ${warnings.length} warning(s)\n`);
     return 1;

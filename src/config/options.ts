@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { cyrusEntries } from '../auth/cache';
 import { DEFAULT_THROTTLE, type ThrottleConfig } from '../auth/throttle/throttle';
 import { type MetricsAddress, parseMetricsAddress } from '../metrics/address';
+import { parseStateUri, StateUriError, type StateTarget } from '../state/uri';
 
 export const VERSION = '0.1.0';
 export const DEFAULT_RUN_DIR = '/var/spool/postfix/var/run/saslauthd';
@@ -44,6 +45,10 @@ export interface DaemonOptions {
   failureLinesPerSecond: number;
   /** --metrics: where the Prometheus endpoint listens; undefined: no endpoint. */
   metrics: MetricsAddress | undefined;
+  /** --state: the fleet's shared store (docs/fleet.md); undefined: this host's memory only. */
+  state: StateSettings | undefined;
+  /** --state-key: the fleet's secret, for the fingerprints (and the shared store's key names). */
+  stateKeyFile: string | undefined;
   /** --check: validate and print the effective settings instead of starting. */
   check: boolean;
   /** --defaults-file: Cyrus-style MECHANISMS/MECH_OPTIONS/THREADS/OPTIONS file. */
@@ -56,7 +61,20 @@ export interface ThrottleSettings extends ThrottleConfig {
   trackedMax: number;
 }
 
+export interface StateSettings {
+  target: StateTarget;
+  prefix: string;
+  /** Deadline of every operation on the store. */
+  timeoutMs: number;
+  /** rediss://: PEM files (CA to trust, client certificate and its key). */
+  tls: { caFile?: string; certFile?: string; keyFile?: string };
+  /** --state-cache: share the -c entries too (full fingerprints; see docs/fleet.md). */
+  shareCache: boolean;
+}
+
 export const DEFAULT_MAX_CONNECTIONS = 16_384;
+export const DEFAULT_STATE_PREFIX = 'saslauthd-ts:';
+export const DEFAULT_STATE_TIMEOUT_MS = 50;
 
 export class UsageError extends Error {
   constructor(
@@ -229,6 +247,36 @@ export function buildCommand(): Command {
         .default(DEFAULT_THROTTLE.shedDelayMs),
     )
     .addOption(
+      new Option(
+        '--state <uri>',
+        'share the throttle\'s state with the other mail hosts through Redis or Valkey: redis://[user:password@]host[:port][/db], ' +
+          'rediss://... (TLS), unix:///path/redis.sock[?db=N] or a socket path (docs/fleet.md); needs --state-key',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--state-key <file>',
+        'the secret every host of the fleet shares (root, mode 0600, at least 32 bytes): the fingerprints and the shared key names are HMACs under it',
+      ),
+    )
+    .addOption(
+      new Option('--state-prefix <prefix>', 'prefix of every key this daemon writes in the shared store').default(DEFAULT_STATE_PREFIX),
+    )
+    .addOption(
+      new Option('--state-timeout <ms>', 'deadline of each shared-store operation; past it this host decides from its own state')
+        .argParser(positiveInt('--state-timeout', 1))
+        .default(DEFAULT_STATE_TIMEOUT_MS),
+    )
+    .addOption(new Option('--state-tls-ca <file>', 'rediss://: CA certificates (PEM) to trust instead of the system\'s'))
+    .addOption(new Option('--state-tls-cert <file>', 'rediss://: client certificate (PEM), for a server that requires one'))
+    .addOption(new Option('--state-tls-key <file>', 'rediss://: the client certificate\'s private key (PEM)'))
+    .addOption(
+      new Option(
+        '--state-cache',
+        'with -c, share the cache entries too: whoever reads the store and holds the key file can then test password guesses fast (docs/fleet.md)',
+      ),
+    )
+    .addOption(
       new Option('--log-format <format>', "text: Cyrus's line shapes (for people, logwatch, fail2ban); json: one object per event (for pipelines)")
         .choices(['text', 'json'])
         .default('text'),
@@ -320,6 +368,53 @@ export function parseArgs(argv: string[]): ParseResult {
           trackedMax: Number(o.throttleTracked),
         };
 
+  let state: StateSettings | undefined;
+  const tlsFlags = (['stateTlsCa', 'stateTlsCert', 'stateTlsKey'] as const).filter((k) => o[k] !== undefined);
+  const flagName = (k: string): string => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+  if (o.state !== undefined) {
+    let target: StateTarget;
+    try {
+      target = parseStateUri(String(o.state));
+    } catch (err) {
+      if (err instanceof StateUriError) return fail(err.message);
+      throw err;
+    }
+    if (o.stateKey === undefined) {
+      return fail(
+        `--state needs --state-key FILE: the secret every host of the fleet shares, so that they recognise each other's fingerprints; ` +
+          `create it once with (umask 077; head -c 32 /dev/urandom > /etc/saslauthd-ts/state.key) and copy it to every host`,
+      );
+    }
+    if (throttle === undefined && o.stateCache !== true) {
+      return fail('--state shares the throttle\'s state, and --throttle off leaves none: remove --state, or --throttle off');
+    }
+    if (tlsFlags.length > 0 && target.kind !== 'tls') {
+      return fail(`${tlsFlags.map(flagName).join(', ')}: only for a rediss:// (TLS) store; --state is ${target.display}`);
+    }
+    if ((o.stateTlsCert === undefined) !== (o.stateTlsKey === undefined)) {
+      return fail('--state-tls-cert and --state-tls-key go together: a client certificate needs its key');
+    }
+    const prefix = String(o.statePrefix);
+    if (!/^[A-Za-z0-9:_.{}-]{1,64}$/.test(prefix)) {
+      return fail(`--state-prefix '${prefix}': use 1 to 64 letters, digits and : _ . - { } (as in saslauthd-ts:)`);
+    }
+    if (o.stateCache === true && o.c !== true) return fail('--state-cache shares the credential cache: it needs -c');
+    state = {
+      target,
+      prefix,
+      timeoutMs: Number(o.stateTimeout),
+      tls: {
+        ...(o.stateTlsCa !== undefined ? { caFile: String(o.stateTlsCa) } : {}),
+        ...(o.stateTlsCert !== undefined ? { certFile: String(o.stateTlsCert) } : {}),
+        ...(o.stateTlsKey !== undefined ? { keyFile: String(o.stateTlsKey) } : {}),
+      },
+      shareCache: o.stateCache === true,
+    };
+  } else {
+    const orphans = [...tlsFlags.map(flagName), ...(o.stateCache === true ? ['--state-cache'] : [])];
+    if (orphans.length > 0) return fail(`${orphans.join(', ')}: only with --state`);
+  }
+
   return {
     kind: 'run',
     options: {
@@ -347,6 +442,8 @@ export function parseArgs(argv: string[]): ParseResult {
       failureLinesPerLogin: Number(o.logFailuresPerLogin),
       failureLinesPerSecond: Number(o.logFailuresPerSecond),
       metrics,
+      state,
+      stateKeyFile: o.stateKey === undefined ? undefined : String(o.stateKey),
       check: o.check === true,
       defaultsFile: o.defaultsFile === undefined ? undefined : String(o.defaultsFile),
     },

@@ -3,6 +3,7 @@
 // any later mechanism that reads the same file. Pure apart from
 // readConfFile; typing and validation of values belong to each mechanism.
 import fs from 'node:fs';
+import { maskCredentials } from '../log/redact';
 
 export interface ConfEntry {
   /** Lower-cased key, as Cyrus compares it. */
@@ -26,7 +27,9 @@ export interface ConfIssue {
 /** `/etc/saslauthd.conf:12: ldap_scop: unknown key` (line and key when known). */
 export function formatIssue(issue: ConfIssue): string {
   const where = issue.line !== undefined ? `${issue.file}:${issue.line}` : issue.file;
-  return issue.key !== undefined ? `${where}: ${issue.key}: ${issue.message}` : `${where}: ${issue.message}`;
+  // Messages quote values, and a value can be a URI with a password in it.
+  const message = maskCredentials(issue.message);
+  return issue.key !== undefined ? `${where}: ${issue.key}: ${message}` : `${where}: ${message}`;
 }
 
 export interface ConfParseResult {

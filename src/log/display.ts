@@ -7,7 +7,7 @@ import { isUtf8 } from 'node:buffer';
 const PLAIN = /^[\x20-\x7e]*$/;
 
 function escapeControls(s: string): string {
-  return s.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return s.replace(/\p{Cc}/gu, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 /** A Latin-1 request field as log text. */

@@ -17,10 +17,12 @@
 // Dropped lines are counted and reported once they can be.
 //
 // Passwords are never handed to the logger; redact is the second fence in
-// case a future caller passes a request object whole.
+// case a future caller passes a request object whole, and message texts have
+// the password of any user:password@ URI masked.
 import fs from 'node:fs';
 import pino from 'pino';
 import { native } from '../native/binding';
+import { maskCredentials } from './redact';
 
 export type LogDestination = 'stderr' | 'syslog';
 export type LogFormat = 'text' | 'json';
@@ -126,10 +128,19 @@ export function createLogger(opts: LoggerOptions): DaemonLogger {
     name: 'saslauthd-ts',
     level: opts.level,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    hooks: {
+      // Second fence for URIs with a password in them (-O values, config
+      // values, referrals), which their sources already mask: every message
+      // text of the main log. Not on the result log (its text is built from
+      // the login, which may legitimately look like user:x@host).
+      logMethod(args, method) {
+        method.apply(this, args.map((a: unknown) => (typeof a === 'string' ? maskCredentials(a) : a)) as Parameters<typeof method>);
+      },
+    },
     timestamp: pino.stdTimeFunctions.isoTime,
     base: { pid: process.pid },
   };
-  const { redact: _unused, ...plain } = base;
+  const { redact: _unused, hooks: _hooks, ...plain } = base;
   let dropped = 0;
   let reported = 0;
 

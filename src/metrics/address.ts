@@ -6,9 +6,7 @@
 // path is a UNIX socket.
 import net from 'node:net';
 
-export type MetricsAddress =
-  | { kind: 'tcp'; host: string; port: number; loopback: boolean }
-  | { kind: 'unix'; path: string };
+export type MetricsAddress = { kind: 'tcp'; host: string; port: number; loopback: boolean } | { kind: 'unix'; path: string };
 
 /** How the address is shown in logs, errors and --check: 127.0.0.1:9464, [::1]:9464, /run/x.sock. */
 export function describeAddress(a: MetricsAddress): string {

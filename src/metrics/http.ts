@@ -182,9 +182,13 @@ export class MetricsServer {
     } catch {
       return;
     }
-    if (!st.isSocket()) throw new MetricsStartError(`${shown}: ${p} exists and is not a socket; remove it or choose another path`, 'EEXIST');
+    if (!st.isSocket())
+      throw new MetricsStartError(`${shown}: ${p} exists and is not a socket; remove it or choose another path`, 'EEXIST');
     if ((await probe(p)) === 'live') {
-      throw new MetricsStartError(`${shown}: another process is already answering on ${p}; stop it or choose another path`, 'EADDRINUSE');
+      throw new MetricsStartError(
+        `${shown}: another process is already answering on ${p}; stop it or choose another path`,
+        'EADDRINUSE',
+      );
     }
     fs.rmSync(p, { force: true });
   }

@@ -42,8 +42,12 @@ export function registerProcessMetrics(r: Registry): ProcessMetrics {
   const fdLimit = r.gauge('process_max_fds', 'The limit on open file descriptors.', 'max').child();
   const start = r.gauge('process_start_time_seconds', 'When the process started, in seconds since the epoch.', 'min').child();
   const procs = r.gauge('saslauthd_processes', 'Processes of the daemon (1, or the primary plus the --workers).').child();
-  const lagMax = r.gauge('nodejs_eventloop_lag_max_seconds', 'The longest event loop delay since the previous scrape.', 'max').child();
-  const lagP99 = r.gauge('nodejs_eventloop_lag_p99_seconds', 'The 99th percentile of event loop delays since the previous scrape.', 'max').child();
+  const lagMax = r
+    .gauge('nodejs_eventloop_lag_max_seconds', 'The longest event loop delay since the previous scrape.', 'max')
+    .child();
+  const lagP99 = r
+    .gauge('nodejs_eventloop_lag_p99_seconds', 'The 99th percentile of event loop delays since the previous scrape.', 'max')
+    .child();
   start.set(Math.floor((Date.now() - performance.now()) / 1000));
   procs.set(1);
   // Sampled every 20 ms by a libuv timer: no cost on the request path.

@@ -249,7 +249,12 @@ export function merge(snapshots: readonly Snapshot[]): Snapshot {
           same.sum += s.sum;
           same.count += s.count;
         } else if (!isHistogram(same) && !isHistogram(s)) {
-          same.value = fam.agg === 'max' ? Math.max(same.value, s.value) : fam.agg === 'min' ? Math.min(same.value, s.value) : same.value + s.value;
+          same.value =
+            fam.agg === 'max'
+              ? Math.max(same.value, s.value)
+              : fam.agg === 'min'
+                ? Math.min(same.value, s.value)
+                : same.value + s.value;
         }
       }
     }

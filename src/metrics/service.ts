@@ -78,7 +78,9 @@ export class ServiceMetrics {
     >;
     if (cache) {
       this.hits = r.counter('saslauthd_cache_hits_total', 'Requests answered OK from the credential cache (-c).').child();
-      this.misses = r.counter('saslauthd_cache_misses_total', 'Cache look-ups that found no valid entry for the credentials.').child();
+      this.misses = r
+        .counter('saslauthd_cache_misses_total', 'Cache look-ups that found no valid entry for the credentials.')
+        .child();
       this.stale = r
         .counter(
           'saslauthd_cache_outage_answers_total',
@@ -86,7 +88,9 @@ export class ServiceMetrics {
         )
         .child();
     }
-    r.gauge('saslauthd_build_info', 'Always 1; the labels say which version runs which mechanism.', 'max').child({ version: VERSION, mech }).set(1);
+    r.gauge('saslauthd_build_info', 'Always 1; the labels say which version runs which mechanism.', 'max')
+      .child({ version: VERSION, mech })
+      .set(1);
   }
 
   /** One request's end: counted once, with its duration. The hot path: two field updates. */
@@ -119,12 +123,21 @@ export class ServiceMetrics {
   attach(src: ServiceSources): void {
     const r = this.registry;
     const mech = this.mech;
-    const connections = r.gauge('saslauthd_connections_open', 'Open client connections, including those draining after their answer.').child();
+    const connections = r
+      .gauge('saslauthd_connections_open', 'Open client connections, including those draining after their answer.')
+      .child();
     const inFlight = r.gauge('saslauthd_requests_in_flight', 'Requests received whole and not answered yet.').child();
-    const queue = r.gauge('saslauthd_queue_depth', 'Checks waiting for a thread, by pool (hash: crypt(3); pam) and priority (known_good first, then normal).');
+    const queue = r.gauge(
+      'saslauthd_queue_depth',
+      'Checks waiting for a thread, by pool (hash: crypt(3); pam) and priority (known_good first, then normal).',
+    );
     const running = r.gauge('saslauthd_queue_running', 'Checks running on a pool thread now.');
     const threads = r.gauge('saslauthd_queue_threads', 'Threads of each pool.');
-    const oldest = r.gauge('saslauthd_queue_oldest_wait_seconds', 'How long the oldest ordinary check in each pool has been waiting (shedding starts at --shed-after).', 'max');
+    const oldest = r.gauge(
+      'saslauthd_queue_oldest_wait_seconds',
+      'How long the oldest ordinary check in each pool has been waiting (shedding starts at --shed-after).',
+      'max',
+    );
     const pools = (['hash', 'pam'] as const).map((pool) => ({
       pool,
       high: queue.child({ pool, priority: 'known_good' }),
@@ -153,7 +166,13 @@ export class ServiceMetrics {
 
     const cache = src.cache;
     if (cache !== undefined) {
-      const size = r.gauge('saslauthd_cache_entries', 'Credentials in the cache (with --workers, each process holds a copy: the largest).', 'max').child();
+      const size = r
+        .gauge(
+          'saslauthd_cache_entries',
+          'Credentials in the cache (with --workers, each process holds a copy: the largest).',
+          'max',
+        )
+        .child();
       const capacity = r.gauge('saslauthd_cache_capacity', 'Entries the cache holds at most (-s).', 'max').child();
       r.onCollect(() => {
         size.set(cache.size);
@@ -163,10 +182,25 @@ export class ServiceMetrics {
 
     const throttle = src.throttle;
     if (throttle !== undefined) {
-      const tracked = r.gauge('saslauthd_throttle_tracked', 'Logins, addresses and (login, address) pairs the throttle holds failures for.', 'max').child();
-      const good = r.gauge('saslauthd_throttle_known_good', 'Known-good credentials remembered (--known-good-max).', 'max').child();
-      const penalties = r.counter('saslauthd_throttle_penalties_total', 'Times a login, address or pair entered a penalty (refusals delayed).').child();
-      const cooloffs = r.counter('saslauthd_throttle_cooloffs_total', 'Times a login, address or pair entered a cool-off (attempts refused unchecked).').child();
+      const tracked = r
+        .gauge(
+          'saslauthd_throttle_tracked',
+          'Logins, addresses and (login, address) pairs the throttle holds failures for.',
+          'max',
+        )
+        .child();
+      const good = r
+        .gauge('saslauthd_throttle_known_good', 'Known-good credentials remembered (--known-good-max).', 'max')
+        .child();
+      const penalties = r
+        .counter('saslauthd_throttle_penalties_total', 'Times a login, address or pair entered a penalty (refusals delayed).')
+        .child();
+      const cooloffs = r
+        .counter(
+          'saslauthd_throttle_cooloffs_total',
+          'Times a login, address or pair entered a cool-off (attempts refused unchecked).',
+        )
+        .child();
       r.onCollect(() => {
         const s = throttle.size;
         tracked.set(s.tracked);
@@ -178,7 +212,11 @@ export class ServiceMetrics {
 
     const backend = src.backend;
     if (backend.servers !== undefined) {
-      const up = r.gauge('saslauthd_backend_up', "1 if the mechanism's server answered when last tried (or was not tried yet), 0 if it failed; by server.", 'min');
+      const up = r.gauge(
+        'saslauthd_backend_up',
+        "1 if the mechanism's server answered when last tried (or was not tried yet), 0 if it failed; by server.",
+        'min',
+      );
       const servers = backend.servers.bind(backend);
       r.onCollect(() => {
         // The list can change on SIGHUP: rebuilt at each scrape (a few servers at most).

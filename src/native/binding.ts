@@ -41,7 +41,7 @@ export interface PamResult {
 
 /** What a Listener reports (src/native/listener.h). */
 export const enum ListenerEvent {
-  /** A whole request; arg: NativeRequest. JavaScript must answer it (reply or checkShadow). */
+  /** A whole request; its fields are the handler's arguments (NativeRequest). JavaScript must answer it (reply or checkShadow). */
   Request = 0,
   /** Refused before any check, already answered; arg: [message, field?, length?]. */
   Rejected = 1,
@@ -113,7 +113,7 @@ export interface PoolStats {
 
 export interface NativeAddon {
   Listener: new (
-    onEvent: (kind: ListenerEvent, id: number, arg: unknown) => void,
+    onEvent: (kind: ListenerEvent, id: number, arg: unknown, ...request: unknown[]) => void,
     readTimeoutMs: number,
     drainTimeoutMs: number,
     maxConnections: number,

@@ -96,14 +96,22 @@ Napi::Value Listener::Open(const Napi::CallbackInfo& info) {
   accept_pause_.data = this;
   err = uv_poll_start(&accept_poll_, UV_READABLE, OnAcceptable);
   if (err != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&accept_poll_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_), nullptr);
+    // The handles point at this object until libuv has closed them: the
+    // last close callback lets it go.
+    closing_handles_ = 2;
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_poll_), OnAcceptHandleClosed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_), OnAcceptHandleClosed);
     UvError(env, err, "cannot accept on the socket").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   listen_fd_ = fd;
   accepting_ = Accepting::kOpen;
   return env.Undefined();
+}
+
+void Listener::OnAcceptHandleClosed(uv_handle_t* handle) {
+  auto* self = static_cast<Listener*>(handle->data);
+  if (--self->closing_handles_ == 0) self->Unref();
 }
 
 Conn* Listener::Find(const Napi::Value& id) {
@@ -266,16 +274,21 @@ void Listener::Decoded(Conn* c) {
   Napi::HandleScope scope(env);
   unsigned char fp[kFingerprintBytes];
   Fingerprint(login, r.field(RequestDecoder::kRealm), password, fp);
-  Napi::Array a = Napi::Array::New(env, 5);
-  a.Set(0u, Latin1(env, login));
-  a.Set(1u, Latin1(env, r.field(RequestDecoder::kService)));
-  a.Set(2u, Latin1(env, r.field(RequestDecoder::kRealm)));
   // An empty address is no address (Cyrus master sends "" when it has none).
   Field addr = r.field(RequestDecoder::kAddr);
-  a.Set(3u, r.has_addr() && addr.size > 0 ? Latin1(env, addr) : env.Undefined());
-  a.Set(4u, Napi::Buffer<unsigned char>::Copy(env, fp, sizeof fp));
+  // The fields go as arguments of their own: one call, no array to build.
+  napi_value args[] = {
+      Napi::Number::New(env, kRequest),
+      Napi::Number::New(env, static_cast<double>(c->id)),
+      Latin1(env, login),
+      Latin1(env, r.field(RequestDecoder::kService)),
+      Latin1(env, r.field(RequestDecoder::kRealm)),
+      r.has_addr() && addr.size > 0 ? Latin1(env, addr) : env.Undefined(),
+      Napi::Buffer<unsigned char>::Copy(env, fp, sizeof fp),
+  };
   explicit_bzero(fp, sizeof fp);
-  Emit(kRequest, c->id, a);
+  on_event_.MakeCallback(Value(), 7, args, context_);
+  if (env.IsExceptionPending()) napi_fatal_exception(env, env.GetAndClearPendingException().Value());
 }
 
 // Refused before any check: answer, then tell JavaScript (to log it).

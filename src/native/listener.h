@@ -22,10 +22,12 @@
 //     .busy                  requests handed to JavaScript or a check and not answered
 //   setFingerprintKey(buffer)
 //
-// onEvent(kind, id, arg), kind (ListenerEvent in binding.ts):
-//   0 request    [login, service, realm, address | undefined, fingerprint]
-//                (strings are Latin-1: one character per byte received)
+// onEvent(kind, id, ...args), kind (ListenerEvent in binding.ts):
+//   0 request    login, service, realm, address | undefined, fingerprint
+//                (five arguments; strings are Latin-1: one character per
+//                byte received)
 //   1 rejected   [message, field?, length?]: answered before any check
+//                (every other kind has one argument)
 //   2 incomplete [why: 'eof' | 'timeout' | 'error', bytes, detail?]: closed
 //                before the request was complete
 //   3 accept error "CODE message" (out of descriptors, accepting pauses 100 ms)
@@ -123,6 +125,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   static void OnReadTimeout(uv_timer_t* timer);
   static void OnDrainTimeout(uv_timer_t* timer);
   static void OnHandleClosed(uv_handle_t* handle);
+  static void OnAcceptHandleClosed(uv_handle_t* handle);
 
   static constexpr uint64_t kAcceptPauseMs = 100;
   static constexpr uint64_t kAcceptErrorLogMs = 5000;
@@ -136,6 +139,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   // One way: open() once; stopAccepting() closes the handles for good.
   enum class Accepting { kNever, kOpen, kStopped } accepting_ = Accepting::kNever;
   bool at_limit_ = false;
+  int closing_handles_ = 0;  // a failed open() waits for these before Unref()
   uint64_t last_accept_log_ms_ = 0;
   size_t max_conns_ = 1;
   int64_t read_timeout_ms_ = 0;

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import type pino from 'pino';
-import { native, ListenerEvent, type IncompleteWhy, type NativeListener, type NativeRequest } from '../native/binding';
+import { native, ListenerEvent, type IncompleteWhy, type NativeListener } from '../native/binding';
 import type { ProtocolError } from '../metrics/service';
 import { Exchange } from './exchange';
 
@@ -69,7 +69,12 @@ export class SaslauthdServer {
 
   constructor(private readonly opts: ServerOptions) {
     this.listener = new native.Listener(
-      (kind, id, arg) => this.onEvent(kind, id, arg),
+      (kind, id, arg, service, realm, addr, fingerprint) =>
+        kind === ListenerEvent.Request
+          ? this.opts.handle(
+              new Exchange(this.listener, id, arg as string, service as string, realm as string, addr as string | undefined, fingerprint as Buffer),
+            )
+          : this.onEvent(kind, arg),
       opts.readTimeoutMs,
       opts.drainTimeoutMs,
       opts.maxConnections,
@@ -86,14 +91,12 @@ export class SaslauthdServer {
     return this.listener.busy;
   }
 
-  private onEvent(kind: ListenerEvent, id: number, arg: unknown): void {
+  /** What the listener reports besides requests. */
+  private onEvent(kind: ListenerEvent, arg: unknown): void {
     const { log } = this.opts;
     switch (kind) {
-      case ListenerEvent.Request: {
-        const [login, service, realm, addr, fingerprint] = arg as NativeRequest;
-        this.opts.handle(new Exchange(this.listener, id, login, service, realm, addr, fingerprint));
-        return;
-      }
+      case ListenerEvent.Request:
+        return; // handled in the constructor's callback
       case ListenerEvent.Rejected: {
         const [message, field, length] = arg as [string, string?, number?];
         log.error(field !== undefined ? { field, length } : {}, message);
@@ -108,7 +111,9 @@ export class SaslauthdServer {
         if (this.opts.onProtocolError !== undefined && (why === 'timeout' || bytes > 0)) {
           this.opts.onProtocolError(why === 'timeout' ? 'read_timeout' : 'incomplete');
         }
-        if (why === 'eof') log.info({ bytes }, 'client closed before the request was complete');
+        // A connect-and-close with nothing sent is a probe (a monitor, a
+        // daemon checking whether the socket is taken): not worth a line.
+        if (why === 'eof') log[bytes === 0 ? 'debug' : 'info']({ bytes }, 'client closed before the request was complete');
         else if (why === 'timeout') {
           log.warn({ bytes, timeoutMs: this.opts.readTimeoutMs }, 'request not received within the read timeout; closing connection');
         } else log.debug({ bytes, code: detail?.split(' ')[0] }, `connection error before the request was complete: ${detail ?? ''}`);

@@ -5,7 +5,8 @@
 // Load comes from build/Release/saslauthd-loadgen (C, threads, one request per
 // connection as real clients do). BENCH_SECONDS sets the length of each run
 // (default 3; the yescrypt rows run at least 10), BENCH_REPEAT the runs per daemon and row (default 3, median
-// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,metrics selects row groups.
+// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,state,metrics selects row groups. The state rows run
+// saslauthd-ts against itself with --state (a private redis-server on 127.0.0.1) and without.
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,12 +18,13 @@ import { DAEMON_BIN, ROOT, waitForSocket } from '../helpers/daemon';
 import { sendRequest } from '../../src/client/request';
 import { createUser, removeAllUsers } from '../helpers/users';
 import { childPids, groupPids } from '../helpers/procs';
+import { makeKeyFile, startRedis } from '../helpers/redis';
 import { scrape } from '../helpers/metrics';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Runs per daemon and row, alternating; the row shows the median run (by req/s). */
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 3));
-const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,metrics').split(','));
+const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,state,metrics').split(','));
 const CYRUS = '/usr/sbin/saslauthd';
 const LOADGEN = path.join(ROOT, 'build', 'Release', 'saslauthd-loadgen');
 const haveCyrus = fs.existsSync(CYRUS);
@@ -42,6 +44,8 @@ interface Load {
 
 interface Measured extends Load {
   rssMb: number;
+  /** The daemon's CPU time (all its processes and threads) per request, in microseconds. */
+  cpuUs: number;
 }
 
 interface Daemon {
@@ -63,22 +67,25 @@ function procStatus(pid: number, key: string): number {
   }
 }
 
-/** CPU time (user + system, all threads) of these processes, in ms (/proc, 100 ticks a second). */
-function cpuMs(pids: number[]): number {
+const rssMb = (pids: number[], key = 'VmRSS'): number => pids.reduce((a, p) => a + procStatus(p, key), 0) / 1024;
+
+const TICK_US = 1e6 / Number(process.env.BENCH_CLK_TCK ?? 100);
+
+/** CPU time (user + system, all threads, and reaped children) of these processes, in microseconds. */
+function cpuUs(pids: number[]): number {
   let ticks = 0;
   for (const pid of pids) {
     try {
-      // Fields after the ")" that ends the command name: state is 3rd, utime 14th, stime 15th.
-      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      ticks += Number(f[11]) + Number(f[12]);
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // utime, stime, cutime, cstime: fields 14-17 of stat(5), 11-14 after "pid (comm) ".
+      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
     } catch {
       // gone
     }
   }
-  return ticks * 10;
+  return ticks * TICK_US;
 }
-
-const rssMb = (pids: number[], key = 'VmRSS'): number => pids.reduce((a, p) => a + procStatus(p, key), 0) / 1024;
 
 async function startOurs(args: string[], withMetrics = false): Promise<Daemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ts-'));
@@ -107,7 +114,7 @@ async function startOurs(args: string[], withMetrics = false): Promise<Daemon> {
 async function startCyrus(args: string[]): Promise<Daemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-cyrus-'));
   await new Promise<void>((resolve, reject) =>
-    execFile(CYRUS, ['-m', dir, '-n', '5', ...args], (err) => (err ? reject(err) : resolve())),
+    execFile(CYRUS, ['-m', dir, '-n', '5', ...args], (err) => (err ? reject(new Error(`Cyrus did not start: ${err.message}`)) : resolve())),
   );
   await waitForSocket(path.join(dir, 'mux'), 10_000);
   const pid = Number(fs.readFileSync(path.join(dir, 'saslauthd.pid'), 'utf8').trim());
@@ -125,7 +132,7 @@ async function startCyrus(args: string[]): Promise<Daemon> {
 function loadgen(socket: string, args: string[], seconds: number): Promise<Load> {
   return new Promise((resolve, reject) => {
     execFile(LOADGEN, ['-s', socket, '-d', String(seconds), ...args], { timeout: (seconds + 60) * 1000 }, (err, stdout) => {
-      if (err) reject(err);
+      if (err) reject(new Error(`loadgen failed: ${err.message}`));
       else resolve(JSON.parse(stdout) as Load);
     });
   });
@@ -135,8 +142,10 @@ async function measure(start: () => Promise<Daemon>, args: string[], seconds: nu
   const d = await start();
   try {
     await sleep(200);
+    const before = cpuUs(d.pids());
     const load = await loadgen(d.socket, args, seconds);
-    return { ...load, rssMb: rssMb(d.pids(), 'VmHWM') };
+    const used = cpuUs(d.pids()) - before;
+    return { ...load, rssMb: rssMb(d.pids(), 'VmHWM'), cpuUs: load.requests > 0 ? used / load.requests : 0 };
   } finally {
     await d.stop();
   }
@@ -156,8 +165,8 @@ const fmt = (n: number, d = 0): string => n.toFixed(d);
 function printRow(r: Row): void {
   const cell = (m?: Measured): string =>
     m
-      ? `${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.rssMb).padStart(4)}MB`
-      : '        (no Cyrus)                        ';
+      ? `${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.rssMb).padStart(4)}MB ${fmt(m.cpuUs).padStart(5)}us`
+      : '        (no Cyrus)                               ';
   const ratio = r.cyrus && r.cyrus.rps > 0 ? `${(r.ours.rps / r.cyrus.rps).toFixed(2)}x` : r.cyrus ? 'inf' : '-';
   console.log(`${r.name.padEnd(34)} | ${cell(r.ours)} | ${cell(r.cyrus)} | ${ratio.padStart(6)} ${r.note ?? ''}`);
 }
@@ -265,6 +274,40 @@ async function attackRows(victim: { name: string; password: string }, bystander:
 }
 
 /**
+ * The hot path with --state against without it (issue: fleet state): the
+ * same daemon and load, runs alternating, medians; the cost is the ratio.
+ */
+async function stateRows(rowsToRun: Array<{ name: string; args: string[]; load: string[] }>): Promise<void> {
+  const redis = await startRedis();
+  const keyFile = makeKeyFile(redis.dir);
+  try {
+    console.log(`\nshared state (--state, redis-server ${redis.port} on 127.0.0.1; median of ${REPEAT} runs of ${SECONDS} s, alternating)`);
+    console.log(`${'row'.padEnd(34)} | ${'without --state'.padEnd(48)} | ${'with --state'.padEnd(48)} | with/without`);
+    const state = ['--state', redis.url(), '--state-key', keyFile, '--state-prefix', 'bench:'];
+    for (const r of rowsToRun) {
+      const without: Measured[] = [];
+      const withState: Measured[] = [];
+      for (let i = 0; i < REPEAT; i++) {
+        const first = i % 2 === 0;
+        if (first) without.push(await measure(() => startOurs(r.args), r.load, SECONDS));
+        withState.push(await measure(() => startOurs([...r.args, ...state]), r.load, SECONDS));
+        if (!first) without.push(await measure(() => startOurs(r.args), r.load, SECONDS));
+      }
+      const w = median(without);
+      const s = median(withState);
+      const cell = (m: Measured): string =>
+        `${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.rssMb).padStart(4)}MB ${fmt(m.cpuUs).padStart(5)}us`;
+      const runs = (ms: Measured[]): string => ms.map((m) => fmt(m.rps)).join('/');
+      console.log(
+        `${r.name.padEnd(34)} | ${cell(w)} | ${cell(s)} | ${(s.rps / w.rps).toFixed(3)}x  (runs: ${runs(without)} vs ${runs(withState)} req/s)`,
+      );
+    }
+  } finally {
+    await redis.stop();
+  }
+}
+
+/**
  * The cost of --metrics: the same load on the same daemon without and with
  * it (counting, the endpoint, and a scrape every second as Prometheus would
  * do at most), alternating which goes first; medians of REPEAT runs. Without
@@ -293,13 +336,13 @@ async function metricsRows(rows: Array<[string, string[], string[]]>): Promise<v
               await sleep(1000);
             }
           })();
-          const cpuBefore = cpuMs(d.pids());
+          const cpuBefore = cpuUs(d.pids());
           const result = await loadgen(d.socket, load, SECONDS);
-          const cpuUs = ((cpuMs(d.pids()) - cpuBefore) * 1000) / Math.max(1, result.requests);
+          const perRequest = (cpuUs(d.pids()) - cpuBefore) / Math.max(1, result.requests);
           scraping = false;
           await scraper;
           if (withMetrics) assert.ok(scrapes >= SECONDS - 1, `only ${scrapes} scrapes`);
-          (withMetrics ? on : off).push({ ...result, rssMb: rssMb(d.pids(), 'VmHWM'), cpuUs });
+          (withMetrics ? on : off).push({ ...result, rssMb: rssMb(d.pids(), 'VmHWM'), cpuUs: perRequest });
         } finally {
           await d.stop();
         }
@@ -330,14 +373,16 @@ async function main(): Promise<void> {
   console.log(
     `saslauthd-ts benchmark: ${cores} cores, median of ${REPEAT} runs of ${SECONDS} s, Cyrus ${haveCyrus ? CYRUS : 'not installed'}`,
   );
-  console.log('columns: req/s  p50 ms  p99 ms  OK/NO/errors  peak RSS (all processes); ratio = ours/Cyrus req/s\n');
+  console.log(
+    'columns: req/s  p50 ms  p99 ms  OK/NO/errors  peak RSS (all processes)  CPU time per request (all processes and threads); ratio = ours/Cyrus req/s\n',
+  );
   const pw = 'Bench-pw-1';
   const sha = createUser(`bsha${process.pid}`, pw, 'sha512crypt');
   const yes = createUser(`byes${process.pid}`, pw); // chpasswd: Debian's default, yescrypt
   const shadowHash = (u: string): string => fs.readFileSync('/etc/shadow', 'utf8').split('\n').find((l) => l.startsWith(`${u}:`))!.split(':')[1]!;
 
   try {
-    console.log(`${'row'.padEnd(34)} | ${'saslauthd-ts'.padEnd(41)} | ${'Cyrus saslauthd -n 5'.padEnd(41)} | ratio`);
+    console.log(`${'row'.padEnd(34)} | ${'saslauthd-ts'.padEnd(48)} | ${'Cyrus saslauthd -n 5'.padEnd(48)} | ratio`);
     if (GROUPS.has('crypt')) {
       for (const [label, u] of [['sha512', sha], ['yescrypt', yes]] as const) {
         const n = label === 'sha512' ? 300 : 40;
@@ -402,6 +447,12 @@ async function main(): Promise<void> {
       const victim = createUser(`bvic${process.pid}`, 'Victim-pw-1');
       const bystander = createUser(`bbys${process.pid}`, 'Bystander-pw-1');
       await attackRows(victim, bystander);
+    }
+    if (GROUPS.has('state')) {
+      await stateRows([
+        { name: 'cache hit C=8', args: ['-a', 'shadow', '-c'], load: ['-c', '8', '-u', yes.name, '-p', pw] },
+        { name: 'shadow sha512 C=8', args: ['-a', 'shadow'], load: ['-c', '8', '-u', sha.name, '-p', pw] },
+      ]);
     }
     const idle = await startOurs(['-a', 'shadow']);
     await sleep(500);

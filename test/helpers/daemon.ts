@@ -78,8 +78,8 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
     out += d.toString('utf8');
     for (const w of waiters.splice(0)) w();
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   try {
     await waitForSocket(socketPath, opts.timeoutMs ?? 10_000, child);

@@ -59,7 +59,8 @@ export function rawExchange(
         reject(err);
       }
     });
-    s.on('connect', async () => {
+    s.on('connect', () => void send());
+    const send = async (): Promise<void> => {
       for (const [i, c] of chunks.entries()) {
         if (i > 0 && opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
         if (s.destroyed) return;
@@ -69,7 +70,7 @@ export function rawExchange(
         s.destroy();
         finish(false);
       } else if (opts.closeAfterSend) s.end();
-    });
+    };
   });
 }
 

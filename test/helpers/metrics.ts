@@ -81,7 +81,11 @@ export function notifyReceiver(socket: string): Promise<NotifyReceiver> {
   ].join('\n');
   const proc: ChildProcess = spawn('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
-  const received = (): string[] => out.split('\n').slice(1).filter((l) => l !== '');
+  const received = (): string[] =>
+    out
+      .split('\n')
+      .slice(1)
+      .filter((l) => l !== '');
   const lines = (): string[] => received().map((l) => l.slice(l.indexOf(' ') + 1));
   return new Promise((resolve, reject) => {
     proc.once('error', reject);
@@ -98,7 +102,8 @@ export function notifyReceiver(socket: string): Promise<NotifyReceiver> {
             for (;;) {
               const hit = lines().find((l) => re.test(l));
               if (hit !== undefined) return hit;
-              if (Date.now() > until) throw new Error(`no notification matching ${re} within ${timeoutMs} ms; got:\n${lines().join('\n')}`);
+              if (Date.now() > until)
+                throw new Error(`no notification matching ${re} within ${timeoutMs} ms; got:\n${lines().join('\n')}`);
               await new Promise((r) => setTimeout(r, 50));
             }
           },

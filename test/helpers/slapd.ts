@@ -17,8 +17,10 @@ import { startWatchdog } from './watchdog';
 const execFileP = promisify(execFile);
 
 export const BASE_DN = 'dc=example,dc=org';
-/** A second suffix, reached from BASE_DN through a referral object. */
+/** A second suffix, reached from BASE_DN through a referral object (REFERRAL_DN). */
 export const REMOTE_BASE_DN = 'dc=example,dc=net';
+/** The referral object; its ref names this slapd's own ldap:// port unless a test changes it. */
+export const REFERRAL_DN = `ou=partners,${BASE_DN}`;
 export const PEOPLE = `ou=people,${BASE_DN}`;
 
 export interface DirUser {
@@ -99,8 +101,8 @@ export interface Slapd {
   /** SIGSTOP: the kernel still accepts connections, nobody answers. */
   pause(): void;
   resume(): void;
-  /** Run ldapmodify as the admin. */
-  modify(ldif: string): Promise<void>;
+  /** Run ldapmodify as the admin; manageDsaIT changes referral objects themselves (-M) instead of following them. */
+  modify(ldif: string, opts?: { manageDsaIT?: boolean }): Promise<void>;
   /** Run ldappasswd as the admin (the server hashes the new password). */
   setPassword(dn: string, password: string): Promise<void>;
   output(): string;
@@ -194,7 +196,7 @@ function orgData(ldapPort: number, bobCrypt: string): string {
       ['cn', 'mailusers'],
       ...GROUP_MEMBERS.map((m): [string, string] => ['uniqueMember', U[m].dn]),
     ]),
-    entry(`ou=partners,${BASE_DN}`, [
+    entry(REFERRAL_DN, [
       ['objectClass', 'referral'],
       ['objectClass', 'extensibleObject'],
       ['ou', 'partners'],
@@ -364,7 +366,7 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
       kill: () => signalAndWait('SIGKILL'),
       pause: () => void handle.child?.kill('SIGSTOP'),
       resume: () => void handle.child?.kill('SIGCONT'),
-      modify: (ldif) => ldapTool('ldapmodify', [], ldif),
+      modify: (ldif, o = {}) => ldapTool('ldapmodify', o.manageDsaIT === true ? ['-M'] : [], ldif),
       setPassword: (dn, password) => ldapTool('ldappasswd', ['-s', password, dn]),
       output: () => out,
       async cleanup() {

@@ -13,6 +13,8 @@ export interface CapturedConnection {
 export interface CaptureProxy {
   port: number;
   connections(): CapturedConnection[];
+  /** Drop every open connection, both sides, as a network failure would; keep listening. */
+  cut(): void;
   close(): Promise<void>;
 }
 
@@ -66,6 +68,9 @@ export async function startCaptureProxy(targetPort: number, opts: CaptureOptions
   return {
     port,
     connections: () => records.map((r) => ({ up: Buffer.concat(r.up), down: Buffer.concat(r.down) })),
+    cut: () => {
+      for (const s of sockets) s.destroy();
+    },
     close: () => closeServer(server, sockets),
   };
 }

@@ -16,7 +16,8 @@ function run(cmd: string, args: string[], input?: string): string {
     try {
       return execFileSync(cmd, args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
     } catch (err) {
-      const stderr = String((err as { stderr?: unknown }).stderr ?? '');
+      const raw = (err as { stderr?: Buffer | string }).stderr;
+      const stderr = typeof raw === 'string' ? raw : (raw?.toString('utf8') ?? '');
       if (attempt < 50 && /lock|try again/i.test(stderr)) {
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
         continue;

@@ -9,7 +9,7 @@ after(() => removeAllUsers());
 
 test('-c keeps Cyrus semantics: an old password answers OK until the TTL, a new one replaces it', async () => {
   const u = createUser(userName('cac'), 'Old-pass1');
-  const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-t', '3', '-V'] });
+  const d = await startDaemon({ args: ['-a', 'shadow', '-c', '-t', '6', '-V'] });
   const ask = (password: string): Promise<string> =>
     sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
   try {
@@ -20,7 +20,7 @@ test('-c keeps Cyrus semantics: an old password answers OK until the TTL, a new 
     assert.equal(await ask('Wrong-pass'), 'NO Incorrect password', 'a different password goes to the backend');
     assert.equal(await ask('New-pass2'), 'OK');
     assert.equal(await ask('Old-pass1'), 'NO Incorrect password', 'the new success replaced the entry');
-    await new Promise((r) => setTimeout(r, 3200));
+    await new Promise((r) => setTimeout(r, 6200));
     runCmd('chpasswd', [], `${u.name}:Third-pass3\n`);
     assert.equal(await ask('New-pass2'), 'NO Incorrect password', 'expired after -t seconds');
   } finally {

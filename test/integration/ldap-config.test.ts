@@ -38,12 +38,18 @@ describe('ldap configuration in the daemon', () => {
     assert.ok(!r.stderr.includes(SERVICE_PASSWORD));
   });
 
+  test('a misspelt key close to a known one stops the daemon and names the key it was meant to be', async () => {
+    const r = await expectStartupFailure(confText(serviceConf(slapd.ldapUrl)) + 'ldap_goup_dn: cn=mailusers,ou=groups,dc=example,dc=org\n');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /failed to initialize mechanism ldap: \/.*saslauthd\.conf:6: ldap_goup_dn: unknown key \(did you mean ldap_group_dn\?\)/);
+  });
+
   test('an unknown key is logged as a warning with file, line and key, and the daemon runs', async () => {
-    const d = await startLdapDaemon(confText(serviceConf(slapd.ldapUrl)) + 'ldap_scop: one\n');
+    const d = await startLdapDaemon(confText(serviceConf(slapd.ldapUrl)) + 'ldap_frobnicate_level: one\n');
     try {
-      const line = await d.d.waitForLog(/ldap_scop: unknown key/);
+      const line = await d.d.waitForLog(/ldap_frobnicate_level: unknown key/);
       assert.match(line, /"level":40/);
-      assert.ok(line.includes(`${d.confPath}:6: ldap_scop: unknown key (did you mean ldap_scope?); ignored`));
+      assert.ok(line.includes(`${d.confPath}:6: ldap_frobnicate_level: unknown key; ignored`));
       assert.equal(await d.ask('alice', USERS.alice.password), 'OK');
     } finally {
       await d.stop();

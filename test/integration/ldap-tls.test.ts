@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSlapd, USERS, type Slapd } from '../helpers/slapd';
-import { type ConfValues, serviceConf, startLdapDaemon } from '../helpers/ldap';
+import { type ConfValues, expectStartupFailure, serviceConf, startLdapDaemon } from '../helpers/ldap';
 
 const alice = USERS.alice;
 
@@ -84,6 +84,34 @@ describe('ldap TLS', () => {
 
   test('ldap_tls_check_peer: no accepts an unverified certificate', async () => {
     await expectWorks(serviceConf(slapd.ldapsUrl, { ldap_tls_cacert_file: slapd.otherCaFile, ldap_tls_check_peer: 'no' }));
+  });
+
+  test('ldap_tls_check_peer: no is logged at warn at startup and again at every SIGHUP', async () => {
+    const values = serviceConf(slapd.ldapsUrl, { ldap_tls_cacert_file: slapd.otherCaFile, ldap_tls_check_peer: 'no' });
+    const d = await startLdapDaemon(values);
+    try {
+      const warnings = (): string[] => d.d.output().split('\n').filter((l) => /ldap_tls_check_peer: no: the directory's TLS certificate is not verified/.test(l));
+      await d.d.waitForLog(/ldap_tls_check_peer: no:/);
+      assert.equal(warnings().length, 1);
+      assert.match(warnings()[0] ?? '', /"level":40/);
+      await d.reload(values);
+      assert.equal(warnings().length, 2);
+      assert.match(warnings()[1] ?? '', /"level":40/);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('an ldap_tls_check_peer value nobody can read stops the daemon instead of verifying nothing', async () => {
+    const r = await expectStartupFailure(serviceConf(slapd.ldapsUrl, { ldap_tls_check_peer: 'demand' }));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /saslauthd\.conf:\d+: ldap_tls_check_peer: 'demand' is not a yes\/no value \(accepted: yes, true, on, 1, y, t, no, false, off, 0, n, f\)/);
+  });
+
+  test('an ldap_start_tls value nobody can read stops the daemon instead of skipping StartTLS', async () => {
+    const r = await expectStartupFailure(serviceConf(slapd.ldapUrl, { ldap_start_tls: 'required' }));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /saslauthd\.conf:\d+: ldap_start_tls: 'required' is not a yes\/no value/);
   });
 
   test('a host name the certificate names (localhost) works as well as its IP address', async () => {

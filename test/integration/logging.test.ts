@@ -1,13 +1,15 @@
 // What the daemon logs, in what shape and where: passwords never, at any
-// level, whatever the outcome; Cyrus's text lines by default; each line's
-// priority on the journal's stream.
+// level, whatever the outcome (not when a hostile IMAP server echoes them
+// back in another form, and not when an admin writes one into a URI);
+// Cyrus's text lines by default; each line's priority on the journal's stream.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DAEMON_BIN, startDaemon, waitForSocket } from '../helpers/daemon';
+import { startFakeImapServer } from '../helpers/tcp';
 import { createUser, removeAllUsers, userName } from '../helpers/users';
 import { rawExchange, request, field, lengthOnly } from '../helpers/frames';
 import { sendRequest } from '../../src/client/request';
@@ -108,5 +110,53 @@ test('on the journal’s stream each line starts with its priority, in either fo
       fs.closeSync(fd);
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  }
+});
+
+test('a -d rimap run never logs a password a server echoes back quoted, escaped or cut at its line breaks', async () => {
+  // Every password holds the canary; its forms on the wire differ.
+  const passwords = ['Zq8"leak-canary\\quoted', 'Zq8-leak-canary-top\r\nZq8-leak-canary-bottom'];
+  const imap = await startFakeImapServer(async (sock, readLine, readBytes) => {
+    sock.write('* OK [CAPABILITY IMAP4rev1] echo server ready\r\n');
+    const line = await readLine();
+    const literal = /\{(\d+)\}\r\n$/.exec(line);
+    if (literal === null) {
+      // A quoted password: echo the command line, escapes and all.
+      sock.write(`saslauthd NO you said: ${line.trim()}\r\n`);
+      return;
+    }
+    sock.write('+ go ahead\r\n');
+    const body = (await readBytes(Number(literal[1]) + 2)).toString('latin1');
+    // A password with a line break: echo what came before it.
+    sock.write(`saslauthd BAD you said: ${body.split('\r\n')[0] ?? ''}\r\n`);
+  });
+  const d = await startDaemon({ args: ['-a', 'rimap', '-O', `127.0.0.1/${imap.port}`], mode: '-d' });
+  try {
+    for (const password of passwords) {
+      assert.match(await sendRequest(d.socketPath, { login: 'alice', password, service: 'imap', realm: '' }), /^NO/);
+    }
+    await d.waitForLog(/unexpected response to LOGIN/);
+  } finally {
+    await d.stop();
+    await imap.close();
+  }
+  const out = d.output();
+  // JSON lines: the quotes the server echoed are escaped.
+  assert.match(out, /LOGIN rejected: saslauthd NO you said: saslauthd LOGIN \\"alice\\" \\"\[redacted\]\\"/);
+  assert.match(out, /unexpected response to LOGIN: saslauthd BAD you said: \[redacted\]/);
+  assert.equal(out.includes('leak-canary'), false, out);
+});
+
+test('a password written into a URI is masked wherever the URI is printed: --check, startup errors and logs', () => {
+  const run = (args: string[]): string => {
+    const r = spawnSync(process.execPath, [DAEMON_BIN, ...args], { encoding: 'utf8', timeout: 10_000 });
+    return `${r.stdout}${r.stderr}`;
+  };
+  for (const option of ['imaps://user:Zq9-leak-canary@mail.example.org', 'user:Zq9-leak-canary@mail.example.org/143']) {
+    const check = run(['--check', '-f', '-a', 'rimap', '-O', option]);
+    assert.match(check, /user:\*\*\*@mail\.example\.org/, check);
+    const start = run(['-d', '-m', '/nonexistent-saslauthd-ts-test', '-a', 'rimap', '-O', option]);
+    assert.match(start, /failed to initialize mechanism rimap: .*user:\*\*\*@mail\.example\.org.*user names or passwords do not belong in -O/, start);
+    for (const out of [check, start]) assert.equal(out.includes('leak-canary'), false, out);
   }
 });

@@ -54,7 +54,8 @@ describe('metrics', () => {
     try {
       const r = (k: string): string => `saslauthd_requests_total{mech="shadow",result="${k}"}`;
       const before = await scrape({ socketPath: sock });
-      for (const k of ['ok', 'denied', 'unavailable', 'timeout', 'shed', 'refused', 'protocol_error']) assert.equal(sample(before, r(k)), 0, k);
+      for (const k of ['ok', 'denied', 'unavailable', 'timeout', 'shed', 'refused', 'protocol_error'])
+        assert.equal(sample(before, r(k)), 0, k);
 
       assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK'); // checked: cache miss
       // The hashing thread answers the client before the daemon files the
@@ -76,10 +77,7 @@ describe('metrics', () => {
       assert.equal(sample(s, r('protocol_error')), 4);
       for (const k of ['unavailable', 'timeout', 'shed', 'refused']) assert.equal(sample(s, r(k)), 0, k);
       const p = (k: string): number => sample(s, `saslauthd_protocol_errors_total{reason="${k}"}`);
-      assert.deepEqual(
-        ['null_login', 'null_password', 'oversize', 'incomplete', 'read_timeout'].map(p),
-        [1, 1, 1, 1, 0],
-      );
+      assert.deepEqual(['null_login', 'null_password', 'oversize', 'incomplete', 'read_timeout'].map(p), [1, 1, 1, 1, 0]);
       assert.equal(sample(s, 'saslauthd_cache_hits_total'), 1);
       assert.equal(sample(s, 'saslauthd_cache_misses_total'), 3);
       assert.equal(sample(s, 'saslauthd_cache_outage_answers_total'), 0);
@@ -115,7 +113,22 @@ describe('metrics', () => {
   test('throttle refusals and a read timeout are counted under their own results', async () => {
     const sock = path.join(tmp, 'throttle.sock');
     const d = await startDaemon({
-      args: ['-a', 'shadow', '--metrics', sock, '--throttle-free', '1', '--throttle-refuse', '2', '--throttle-delay', '1', '--throttle-max-delay', '1', '--read-timeout', '1'],
+      args: [
+        '-a',
+        'shadow',
+        '--metrics',
+        sock,
+        '--throttle-free',
+        '1',
+        '--throttle-refuse',
+        '2',
+        '--throttle-delay',
+        '1',
+        '--throttle-max-delay',
+        '1',
+        '--read-timeout',
+        '1',
+      ],
     });
     try {
       assert.equal(await ask(d.socketPath, user.name, 'wrong-a'), 'NO Incorrect password');
@@ -197,7 +210,11 @@ describe('metrics', () => {
       assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK');
       // Every one of them is closed by the daemon: surplus at once, the rest at the idle deadline.
       const deadline = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 20_000).unref());
-      assert.notEqual(await Promise.race([Promise.all(closed), deadline]), 'timeout', `the endpoint kept ${open} idle connections past 20 s`);
+      assert.notEqual(
+        await Promise.race([Promise.all(closed), deadline]),
+        'timeout',
+        `the endpoint kept ${open} idle connections past 20 s`,
+      );
       assert.equal((await scrape({ socketPath: sock })).status, 200);
       assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK');
     } finally {
@@ -239,9 +256,21 @@ describe('metrics', () => {
     const port = (blocker.address() as net.AddressInfo).port;
     const runDir = fs.mkdtempSync(path.join(tmp, 'inuse-'));
     try {
-      const r = await runTool(process.execPath, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', runDir, '--metrics', `127.0.0.1:${port}`]);
+      const r = await runTool(process.execPath, [
+        DAEMON_BIN,
+        '-f',
+        '-a',
+        'shadow',
+        '-m',
+        runDir,
+        '--metrics',
+        `127.0.0.1:${port}`,
+      ]);
       assert.equal(r.code, 1);
-      assert.match(r.stderr, new RegExp(`--metrics 127\\.0\\.0\\.1:${port}: address already in use: another process listens on port ${port}`));
+      assert.match(
+        r.stderr,
+        new RegExp(`--metrics 127\\.0\\.0\\.1:${port}: address already in use: another process listens on port ${port}`),
+      );
       assert.equal(fs.existsSync(path.join(runDir, 'mux')), false, 'the auth socket is not left behind');
     } finally {
       await new Promise((r) => blocker.close(r));
@@ -252,7 +281,16 @@ describe('metrics', () => {
     const r = await runTool(process.execPath, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', tmp, '--metrics', 'mailhost:9464']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--metrics 'mailhost:9464' has host 'mailhost', which is not an IP address/);
-    const missing = await runTool(process.execPath, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', fs.mkdtempSync(path.join(tmp, 'nodir-')), '--metrics', path.join(tmp, 'no', 'such', 'm.sock')]);
+    const missing = await runTool(process.execPath, [
+      DAEMON_BIN,
+      '-f',
+      '-a',
+      'shadow',
+      '-m',
+      fs.mkdtempSync(path.join(tmp, 'nodir-')),
+      '--metrics',
+      path.join(tmp, 'no', 'such', 'm.sock'),
+    ]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /--metrics \/.*\/no\/such\/m\.sock: the directory .*\/no\/such does not exist/);
   });
@@ -281,7 +319,14 @@ describe('metrics', () => {
       for (const [i, pid] of workers.entries()) {
         process.kill(pid, 'SIGKILL');
         const until = Date.now() + 10_000;
-        while (d.output().split('\n').filter((l) => /died .*restarting it/.test(l)).length < i + 1 && Date.now() < until) {
+        while (
+          d
+            .output()
+            .split('\n')
+            .filter((l) => /died .*restarting it/.test(l)).length <
+            i + 1 &&
+          Date.now() < until
+        ) {
           await new Promise((r) => setTimeout(r, 50));
         }
         await scrapeUntil(sock, (x) => sample(x, 'saslauthd_processes') === 3);
@@ -335,7 +380,16 @@ describe('metrics', () => {
     const open = await runTool(process.execPath, [DAEMON_BIN, '--check', '-a', 'shadow', '-m', tmp, '--metrics', '0.0.0.0:9464']);
     assert.equal(open.code, 0);
     assert.match(open.stderr, /warning: .*--metrics 0\.0\.0\.0:9464: not a loopback address/);
-    const sock = await runTool(process.execPath, [DAEMON_BIN, '--check', '-a', 'shadow', '-m', tmp, '--metrics', path.join(tmp, 'm.sock')]);
+    const sock = await runTool(process.execPath, [
+      DAEMON_BIN,
+      '--check',
+      '-a',
+      'shadow',
+      '-m',
+      tmp,
+      '--metrics',
+      path.join(tmp, 'm.sock'),
+    ]);
     assert.match(sock.stdout, /^metrics \(--metrics\)\s+\/.*\/m\.sock \(HTTP at \/metrics; mode 0660, group root from /m);
   });
 });

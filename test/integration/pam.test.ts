@@ -333,6 +333,60 @@ describe('pam mechanism through the daemon', () => {
   });
 });
 
+describe('pam: a fail delay longer than --auth-timeout', () => {
+  // libpam makes a 10 s delay 5..15 s; --auth-timeout is 1 s. PAM itself
+  // (sha512crypt) answers well within it, so the deadline passes while the
+  // denial only waits out its delay.
+  const OLD = 'Old-pam-pw1';
+  const NEW = 'New-pam-pw2';
+  let d: RunningDaemon;
+  let service: string;
+  const ask = (login: string, password: string): Promise<string> => {
+    passwordsSent.add(password);
+    return sendRequest(d.socketPath, { login, password, service, realm: '' });
+  };
+  /** The result field of the auth line logged for user since the log had `from` characters. */
+  const results = (user: string, from: number): string[] =>
+    d
+      .output()
+      .slice(from)
+      .split('\n')
+      .filter((l) => l.includes('"msg":"auth ') && l.includes(`"user":"${user}"`))
+      .map((l) => (JSON.parse(l) as { result: string }).result);
+
+  before(async () => {
+    service = installService(serviceName('fdl'), ['auth required pam_faildelay.so delay=10000000', ...COMMON_STACK]);
+    d = await startDaemon({ args: ['-a', 'pam', '-c', '--cache-mode', 'outage', '--auth-timeout', '1'], mode: '-d' });
+  });
+  after(async () => {
+    try {
+      await d?.stop();
+    } finally {
+      removeAllUsers();
+      cleanupPam();
+    }
+  });
+
+  test('a wrong password is answered NO PAM auth error and logged denied, not timed out', async () => {
+    const u = createUser(userName('pfw'), OLD, 'sha512crypt');
+    const from = d.output().length;
+    assert.equal(await ask(u.name, 'Wrong-pam-pw3'), AUTH_ERROR);
+    await waitFor(() => results(u.name, from).length === 1, 'the auth line');
+    assert.deepEqual(results(u.name, from), ['denied']);
+  });
+
+  test('with --cache-mode outage, the cached old password is refused once the password has changed', async () => {
+    const u = createUser(userName('pfo'), OLD, 'sha512crypt');
+    assert.equal(await ask(u.name, OLD), 'OK');
+    runCmd('usermod', ['-p', runCmd('mkpasswd', ['-m', 'sha512crypt', '--stdin'], NEW).trim(), u.name]);
+    const from = d.output().length;
+    assert.equal(await ask(u.name, OLD), AUTH_ERROR);
+    assert.doesNotMatch(d.output().slice(from), /auth success \(cached, mechanism unavailable\)/);
+    assert.equal(await ask(u.name, OLD), AUTH_ERROR);
+    assert.equal(await ask(u.name, NEW), 'OK');
+  });
+});
+
 describe('pam backend in this process (shared libuv thread pool)', () => {
   const logLines: string[] = [];
   const sink = new Writable({

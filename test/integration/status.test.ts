@@ -77,7 +77,10 @@ describe('systemd status line', () => {
       // how fast systemd-notify starts, so gaps are not measured).
       const seconds = Math.ceil((Date.now() - started) / 1000);
       assert.ok(sent > 3 * seconds, `only ${sent} logins in ${seconds} s`);
-      assert.ok(statusLines().length <= seconds + 1, `${statusLines().length} status lines in ${seconds} s:\n${statusLines().join('\n')}`);
+      assert.ok(
+        statusLines().length <= seconds + 1,
+        `${statusLines().length} status lines in ${seconds} s:\n${statusLines().join('\n')}`,
+      );
       assert.ok(statusLines().length >= 2, `status lines: ${statusLines().join('\n')}`);
       // Nothing changes: nothing is sent.
       const settled = statusLines().length;
@@ -93,7 +96,9 @@ describe('systemd status line', () => {
     const d = await startDaemon({ args: ['-a', 'shadow', '--workers', '2'], env: { NOTIFY_SOCKET: rx.socket } });
     try {
       await rx.waitFor(/READY=1/);
-      const replies = await Promise.all(Array.from({ length: 12 }, (_, i) => ask(d.socketPath, user.name, i < 10 ? PASSWORD : 'wrong')));
+      const replies = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => ask(d.socketPath, user.name, i < 10 ? PASSWORD : 'wrong')),
+      );
       assert.equal(replies.filter((r) => r === 'OK').length, 10);
       await rx.waitFor(/^STATUS=serving: 12 requests, 2 failed, 0 unavailable; mechanism shadow$/);
     } finally {
@@ -114,14 +119,18 @@ describe('systemd status line', () => {
       await receiver();
       const [deadPort] = (await freePorts(1)) as [number];
       const dead = `ldap://127.0.0.1:${deadPort}/`;
-      const d = await startLdapDaemon(serviceConf(`${dead} ${slapd.ldapUrl}`, { ldap_timeout: 2 }), [], { NOTIFY_SOCKET: rx.socket });
+      const d = await startLdapDaemon(serviceConf(`${dead} ${slapd.ldapUrl}`, { ldap_timeout: 2 }), [], {
+        NOTIFY_SOCKET: rx.socket,
+      });
       try {
         await rx.waitFor(/READY=1/);
         assert.equal(await d.ask('alice', USERS.alice.password), 'OK');
         assert.equal(await d.ask('alice', 'wrong-password'), 'NO');
         const escaped = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
         await rx.waitFor(
-          new RegExp(`^STATUS=serving: 2 requests, 1 failed, 0 unavailable; ldap ${escaped(dead)} down, ${escaped(slapd.ldapUrl)} up$`),
+          new RegExp(
+            `^STATUS=serving: 2 requests, 1 failed, 0 unavailable; ldap ${escaped(dead)} down, ${escaped(slapd.ldapUrl)} up$`,
+          ),
         );
       } finally {
         await d.stop();

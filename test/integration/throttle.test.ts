@@ -82,7 +82,11 @@ describe('throttle with the shadow mechanism', () => {
     for (let i = 0; i < 50; i++) answers.push(await timed(ask(d.socketPath, victim.name, `guess-${i}`)));
     assert.deepEqual(new Set(answers.map((a) => a.answer)), new Set(['NO Incorrect password']), 'the mechanism’s own text, always');
     const late = answers.slice(5).filter((a) => a.ms < 38);
-    assert.equal(late.length, 0, `every failure past the 5th waited its delay: ${answers.map((a) => Math.round(a.ms)).join(' ')}`);
+    assert.equal(
+      late.length,
+      0,
+      `every failure past the 5th waited its delay: ${answers.map((a) => Math.round(a.ms)).join(' ')}\n${d.output().split('\n').slice(0, 40).join('\n')}`,
+    );
     const lines = await settledResults(d, victim.name, 50);
     assert.equal(lines.filter((l) => l.result === 'denied').length, 20, 'twenty reached the mechanism');
     assert.equal(lines.filter((l) => l.result === 'refused').length, 30, 'the rest were refused without it');

@@ -5,7 +5,7 @@
 // is counted once, and credentials known-good on one are known-good on all.
 // Refusals only keep a key's window open and are not sent: one message per
 // refused guess would cost more than the window they extend.
-import type { ThrottleStore, Tracked } from './store';
+import type { AdmissionState, ThrottleStore, Tracked } from './store';
 
 export type ThrottleOp =
   | { op: 'good'; fp: number; now: number }
@@ -43,6 +43,10 @@ export class ReplicatedStore implements ThrottleStore {
         await this.inner.clear(o.keys);
         return;
     }
+  }
+
+  admission(fp: number, keys: readonly string[], now: number): Promise<AdmissionState> {
+    return this.inner.admission(fp, keys, now);
   }
 
   isKnownGood(fp: number, now: number): Promise<boolean> {

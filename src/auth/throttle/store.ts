@@ -19,7 +19,19 @@ export interface Tracked {
   cooloffUntil: number;
 }
 
+/** What admitting an attempt needs to know. */
+export interface AdmissionState {
+  knownGood: boolean;
+  /** The keys' states (empty when knownGood: they are not needed then). */
+  states: Array<Tracked | undefined>;
+}
+
 export interface ThrottleStore {
+  /**
+   * isKnownGood, then load when it is not: one call, so that a store shared
+   * over the network answers both in one round trip.
+   */
+  admission(fp: number, keys: readonly string[], now: number): Promise<AdmissionState>;
   isKnownGood(fp: number, now: number): Promise<boolean>;
   /** Marks fp known-good (again); true when it was not. */
   addKnownGood(fp: number, now: number): Promise<boolean>;
@@ -284,7 +296,16 @@ export class MemoryStore implements ThrottleStore {
     };
   }
 
+  async admission(fp: number, keys: readonly string[], now: number): Promise<AdmissionState> {
+    if (this.knownGood(fp, now)) return { knownGood: true, states: [] };
+    return { knownGood: false, states: this.loadNow(keys, now) };
+  }
+
   async isKnownGood(fp: number, now: number): Promise<boolean> {
+    return this.knownGood(fp, now);
+  }
+
+  private knownGood(fp: number, now: number): boolean {
     const until = this.good.get(fp);
     if (until === undefined) return false;
     if (until <= this.sec(now)) {
@@ -322,6 +343,10 @@ export class MemoryStore implements ThrottleStore {
   }
 
   async load(keys: readonly string[], now: number): Promise<Array<Tracked | undefined>> {
+    return this.loadNow(keys, now);
+  }
+
+  private loadNow(keys: readonly string[], now: number): Array<Tracked | undefined> {
     return keys.map((key) => {
       const slot = this.live(key, now);
       return slot < 0 ? undefined : this.view(slot);
@@ -359,6 +384,30 @@ export class MemoryStore implements ThrottleStore {
       this.keys.free(slot);
       return was;
     });
+  }
+
+  /** Until when fp is known-good here (ms), or undefined. */
+  goodUntil(fp: number, now: number): number | undefined {
+    const until = this.good.get(fp);
+    return until === undefined || until <= this.sec(now) ? undefined : this.ms(until);
+  }
+
+  /**
+   * Takes a key's counts as a shared store holds them (see redis-store.ts):
+   * undefined forgets the key. The wrong-password marks stay this process's.
+   */
+  adopt(key: string, st: Tracked | undefined, now: number): void {
+    if (st === undefined) {
+      const slot = this.keys.find(key);
+      if (slot >= 0) this.keys.free(slot);
+      return;
+    }
+    const k = this.keys;
+    const slot = k.make(key, this.sec(st.lastSeen > 0 ? st.lastSeen : now));
+    k.failures[slot] = st.failures;
+    k.seen[slot] = this.sec(st.lastSeen > 0 ? st.lastSeen : now);
+    k.cooloff[slot] = st.cooloffUntil === 0 ? 0 : this.sec(st.cooloffUntil);
+    if (st.failures > this.opts.penaltyAfter) k.names.set(slot, key);
   }
 
   async sweep(now: number): Promise<Array<{ key: string; state: Tracked }>> {

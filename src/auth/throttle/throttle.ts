@@ -140,10 +140,10 @@ export class Throttle {
   async admit(a: Attempt): Promise<Admission> {
     const keys = this.keys(a);
     const now = this.now();
-    if (await this.store.isKnownGood(a.fp, now)) {
+    const { knownGood, states } = await this.store.admission(a.fp, keys.all, now);
+    if (knownGood) {
       return { kind: 'run', knownGood: true, holdFailure: false, shedAfterMs: 0, keys };
     }
-    const states = await this.store.load(keys.all, now);
     let count = 0;
     let refusal: string | undefined;
     for (const [i, key] of keys.all.entries()) {
@@ -180,14 +180,26 @@ export class Throttle {
    * still be held back, counted from startedAt.
    */
   async settle(a: Attempt, adm: Admission & { kind: 'run' }, result: Settled, startedAt: number): Promise<number> {
-    const now = this.now();
-    if (!adm.knownGood) {
-      for (const key of adm.keys.all) {
-        const n = (this.inflight.get(key) ?? 1) - 1;
-        if (n > 0) this.inflight.set(key, n);
-        else this.inflight.delete(key);
+    try {
+      return await this.count(a, adm, result, startedAt);
+    } finally {
+      // Only once the result is counted: an attempt is always either still
+      // in flight or among the failures (or both, for a moment, which only
+      // errs towards the longer delay), never neither. Checks finish in any
+      // order (a hashing thread can be preempted between answering its client
+      // and reporting), so a later guess must never find the count one short.
+      if (!adm.knownGood) {
+        for (const key of adm.keys.all) {
+          const n = (this.inflight.get(key) ?? 1) - 1;
+          if (n > 0) this.inflight.set(key, n);
+          else this.inflight.delete(key);
+        }
       }
     }
+  }
+
+  private async count(a: Attempt, adm: Admission & { kind: 'run' }, result: Settled, startedAt: number): Promise<number> {
+    const now = this.now();
     if (result === 'ok') {
       if (await this.store.addKnownGood(a.fp, now)) this.onKnownGood(a.fp);
       // A success clears the count of what it speaks for. Credentials that
@@ -215,7 +227,9 @@ export class Throttle {
     for (const key of adm.keys.all) {
       const { before, after } = await this.store.fail(key, a.fp, now);
       await this.transitions(key, before, after, now);
-      worst = Math.max(worst, after.failures);
+      // The other attempts of this key still being checked count too, as they
+      // did when this one was admitted.
+      worst = Math.max(worst, after.failures + (this.inflight.get(key) ?? 1) - 1);
     }
     return Math.max(0, this.delayFor(worst) - (now - startedAt));
   }

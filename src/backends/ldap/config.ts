@@ -3,7 +3,9 @@
 // LdapConfig. Where Cyrus silently ignores a mistake this reports it: an
 // unknown key or a bad value is a warning naming file, line and key (an error
 // in strict mode, for --check); what would make every request fail (a syntax
-// error, no usable server, SASL, unreadable TLS files) is an error.
+// error, no usable server, SASL, unreadable TLS files) is an error, and so is
+// a mistake that would quietly switch a protection off (a TLS, StartTLS or
+// group value nobody can read, a misspelt key close to a real one).
 import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -16,7 +18,9 @@ import {
   parseConfText,
   readConfFile,
 } from '../../config/saslauthd-conf';
-import { expandTokens } from './tokens';
+import { maskCredentials } from '../../log/redact';
+import { isSaslMechanismName } from './errors';
+import { expandTokens, templateLiteral } from './tokens';
 
 export const DEFAULT_CONF_FILE = '/etc/saslauthd.conf';
 /** Debian's system CA bundle, which libldap uses through /etc/ldap/ldap.conf. */
@@ -161,7 +165,17 @@ class Builder {
       const key = ALIASES.get(e.key);
       if (key === undefined) {
         const near = nearestKey(e.key);
-        this.warn(e.line, e.key, `unknown key${near ? ` (did you mean ${near}?)` : ''}; ignored`);
+        // A near miss is most likely a setting the admin believes is in force
+        // (ldap_goup_dn: a group restriction); Cyrus ignores it silently.
+        if (near !== undefined) {
+          this.error(
+            e.line,
+            e.key,
+            `unknown key (did you mean ${near}?); Cyrus ignores it silently, so the setting it was meant to make is not in force; correct the name or remove the line`,
+          );
+        } else {
+          this.warn(e.line, e.key, 'unknown key; ignored');
+        }
         continue;
       }
       const prev = this.set.get(key);
@@ -202,14 +216,26 @@ class Builder {
     return this.optBool(key) ?? parseBoolLoose(LDAP_KEYS[key]?.default ?? 'no');
   }
 
-  /** Cyrus's lak_config_switch, but loud about values it would silently read as "no". */
+  /**
+   * Cyrus's lak_config_switch, but loud about values it would silently read
+   * as "no": a warning, or an error where "no" switches a protection off.
+   */
   optBool(key: string): boolean | undefined {
     const s = this.set.get(key);
     if (s === undefined) return undefined;
     const v = s.value.trim().toLowerCase();
-    if (['1', 'yes', 'y', 'true', 't', 'on'].includes(v)) return true;
-    if (['0', 'no', 'n', 'false', 'f', 'off'].includes(v)) return false;
+    if (BOOL_TRUE.includes(v)) return true;
+    if (BOOL_FALSE.includes(v)) return false;
     const b = parseBoolLoose(v);
+    if (failsClosed(key)) {
+      this.error(
+        s.line,
+        s.written,
+        `'${shown(s.value)}' is not a yes/no value (accepted: ${[...BOOL_TRUE, ...BOOL_FALSE].join(', ')}); ` +
+          `Cyrus would read it as ${b ? 'yes' : 'no'}, but a security setting must say what it means; write one of them`,
+      );
+      return b;
+    }
     this.warn(s.line, s.written, `'${shown(s.value)}' is not yes/no/true/false/on/off/1/0; read as ${b ? 'yes' : 'no'}, as Cyrus does`);
     return b;
   }
@@ -240,6 +266,15 @@ class Builder {
     if (s === undefined || def?.choices === undefined) return fallback;
     const v = s.value.trim().toLowerCase();
     if (def.choices.includes(v)) return v as T;
+    if (failsClosed(key)) {
+      this.error(
+        s.line,
+        s.written,
+        `'${shown(s.value)}' is not one of ${def.choices.join(', ')}; Cyrus 2.1.28 would silently use the default ${fallback}, ` +
+          'which changes who passes the group check; write one of them',
+      );
+      return fallback;
+    }
     this.warn(s.line, s.written, `'${shown(s.value)}' is not one of ${def.choices.join(', ')}; using the default ${fallback}, as Cyrus 2.1.28 does`);
     return fallback;
   }
@@ -249,10 +284,21 @@ class Builder {
     for (const [key, def] of Object.entries(LDAP_KEYS)) {
       const s = this.set.get(key);
       if (def.secret) out[key] = s !== undefined ? '(set)' : '(not set)';
-      else out[key] = s?.value ?? def.default;
+      else out[key] = maskCredentials(s?.value ?? def.default);
     }
     return out;
   }
+}
+
+const BOOL_TRUE: readonly string[] = ['yes', 'true', 'on', '1', 'y', 't'];
+const BOOL_FALSE: readonly string[] = ['no', 'false', 'off', '0', 'n', 'f'];
+
+/**
+ * Keys whose unreadable value is an error rather than Cyrus's silent guess:
+ * the guess can turn off certificate checks, StartTLS or a group restriction.
+ */
+function failsClosed(key: string): boolean {
+  return key.startsWith('ldap_tls_') || key === 'ldap_start_tls' || key.startsWith('ldap_group_');
 }
 
 /** lak_config_switch: the first character decides; "on" is true, everything unknown false. */
@@ -267,9 +313,12 @@ function shown(v: string): string {
   return t.length > 40 ? `${t.slice(0, 37)}...` : t;
 }
 
+/** An unknown key this close to a known one is taken for a misspelling of it. */
+const TYPO_DISTANCE = 2;
+
 function nearestKey(key: string): string | undefined {
   let best: string | undefined;
-  let bestD = 3;
+  let bestD = TYPO_DISTANCE + 1;
   for (const k of ALIASES.keys()) {
     const d = editDistance(key, k);
     if (d < bestD) {
@@ -321,6 +370,17 @@ function pemCertificates(text: string): string[] {
 function buildTls(b: Builder, tlsUsed: boolean): TlsSettings {
   const startTls = b.bool('ldap_start_tls');
   const checkPeer = b.optBool('ldap_tls_check_peer');
+  if (checkPeer === false && BOOL_FALSE.includes(b.str('ldap_tls_check_peer').trim().toLowerCase())) {
+    // Cyrus's meaning is kept (measured: it accepts an untrusted certificate),
+    // but an admin must be reminded at every start and reload.
+    const w = b.where('ldap_tls_check_peer');
+    b.warn(
+      w.line,
+      w.key,
+      "no: the directory's TLS certificate is not verified, so anyone on the network path can pose as the directory, " +
+        'read the passwords and answer OK; set ldap_tls_cacert_file to the CA that signed it and remove this line',
+    );
+  }
   // Problems with TLS files only break connections that use TLS.
   const problem = (key: string, message: string): void => {
     const w = b.where(key);
@@ -440,6 +500,16 @@ export function buildLdapConfig(file: string, entries: ConfEntry[], parseIssues:
     b.error(w.line, w.key, 'no usable LDAP URI; set ldap_servers: ldap://host/ (several may be listed, separated by spaces)');
   }
 
+  if (isSaslMechanismName(b.str('ldap_bind_dn'))) {
+    const w = b.where('ldap_bind_dn');
+    b.error(
+      w.line,
+      w.key,
+      `'${shown(b.str('ldap_bind_dn'))}' is a SASL mechanism name, not a DN: the LDAP library would make a SASL bind of it; ` +
+        "write the service account's DN, or leave ldap_bind_dn out to search anonymously",
+    );
+  }
+
   const version = b.int('ldap_version', 2);
   if (version !== 3) {
     const w = b.where('ldap_version');
@@ -465,7 +535,17 @@ export function buildLdapConfig(file: string, entries: ConfEntry[], parseIssues:
   const authMethod = b.choice<AuthMethod>('ldap_auth_method');
   const filter = b.str('ldap_filter');
   if (authMethod === 'fastbind') {
-    if (filter.trimStart().startsWith('(') || !filter.includes('=')) {
+    if (templateLiteral(filter).trim() === '') {
+      // The login would be the whole bind DN: never a valid DN (tokens are
+      // DN-escaped), but "EXTERNAL" would be a SASL bind in ldapts.
+      const w = b.where('ldap_filter');
+      b.error(
+        w.line,
+        w.key,
+        `with ldap_auth_method: fastbind this is the bind DN template, but '${shown(filter)}' is made of tokens only: the login would be the whole DN; ` +
+          'write a DN such as uid=%U,ou=people,dc=example,dc=org',
+      );
+    } else if (filter.trimStart().startsWith('(') || !filter.includes('=')) {
       const w = b.where('ldap_filter');
       b.warn(w.line, w.key, `with ldap_auth_method: fastbind this is the bind DN template (e.g. uid=%U,ou=people,dc=example,dc=org), but '${shown(filter)}' is not a DN`);
     }

@@ -3,13 +3,17 @@
 // after another (ldapts hangs when a fresh Client is used concurrently, and
 // pipelined binds are flaky), (b) every call has a hard timeout and honours
 // the request's AbortSignal even where ldapts itself would wait forever (TLS
-// handshake after StartTLS, a connect whose socket was destroyed), and (c)
-// closing really destroys the sockets.
+// handshake after StartTLS, a connect whose socket was destroyed), (c)
+// closing really destroys the sockets, (d) it is one socket: ldapts would
+// silently reopen a lost connection on the next operation, unbound, and after
+// StartTLS in plain text, so a loss fails every later operation instead and a
+// second socket is refused, and (e) a server cannot make it buffer without
+// limit (ldapts concatenates every chunk until a message is complete).
 import net from 'node:net';
 import tls from 'node:tls';
 import { Client, type Filter, type SearchOptions, type SearchResult } from 'ldapts';
 import type { LdapServer, TlsSettings } from './config';
-import { classify, LdapConnectivityError } from './errors';
+import { classify, isSaslMechanismName, LdapConnectivityError, SaslNameBindError } from './errors';
 
 export interface ConnectionOptions {
   server: LdapServer;
@@ -32,12 +36,33 @@ export interface SearchParams {
   explicitBufferAttributes?: string[];
 }
 
+/**
+ * How a connection is protected: 'tls' (ldaps://, or ldap:// with
+ * ldap_start_tls), 'local' (ldapi://, a UNIX socket nobody on the network
+ * sees) or 'plain'.
+ */
+export type Transport = 'tls' | 'local' | 'plain';
+
+export function transportOf(server: LdapServer, tlsSettings: TlsSettings): Transport {
+  if (server.scheme === 'ldapi') return 'local';
+  if (server.scheme === 'ldaps' || tlsSettings.startTls) return 'tls';
+  return 'plain';
+}
+
+/**
+ * The most the server may send on one connection. An authentication reads a
+ * bind answer or two, one search (two entries at most, a few attributes) and
+ * a compare: a few KiB. More is a server that will not stop.
+ */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
 function urlHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
 export class LdapConnection {
   readonly server: LdapServer;
+  readonly transport: Transport;
   private readonly client: Client;
   private readonly timeoutMs: number;
   private readonly closer = new AbortController();
@@ -47,9 +72,15 @@ export class LdapConnection {
   private readonly onAbort = (): void => this.close();
   private readonly signal: AbortSignal;
   private busy = false;
+  /** A socket was opened: ldapts must never open another. */
+  private opened = false;
+  private received = 0;
+  /** Why the connection cannot be used any more, when that is not a plain close(). */
+  private failure: LdapConnectivityError | undefined;
 
   constructor(opts: ConnectionOptions) {
     this.server = opts.server;
+    this.transport = transportOf(opts.server, opts.tls);
     this.signal = opts.signal;
     this.timeoutMs = opts.timeoutMs;
     const { server } = opts;
@@ -61,21 +92,35 @@ export class LdapConnection {
       ...(net.isIP(server.host) === 0 ? { servername: server.host } : {}),
     };
     this.startTls = opts.tls.startTls && server.scheme === 'ldap';
-    const track = <S extends net.Socket>(s: S): S => {
+    const openOnce = (): void => {
+      if (this.opened) throw this.lost();
+      this.opened = true;
+    };
+    const track = <S extends net.Socket>(s: S, ready: 'connect' | 'secureConnect'): S => {
       this.sockets.add(s);
-      s.once('close', () => this.sockets.delete(s));
+      // Registered before ldapts's own 'connect' listener, which starts its
+      // reading: counting starts with it, and adds no reader before it.
+      s.once(ready, () => s.on('data', (chunk: Buffer) => this.count(chunk.length)));
+      s.once('close', () => {
+        this.sockets.delete(s);
+        if (!this.closed) this.onLost();
+      });
       return s;
     };
-    const createConnection = ((port: number, host: string) =>
-      track(server.socketPath !== undefined ? net.connect(server.socketPath) : net.connect(port, host))) as typeof net.connect;
+    const createConnection = ((port: number, host: string) => {
+      openOnce();
+      return track(server.socketPath !== undefined ? net.connect(server.socketPath) : net.connect(port, host), 'connect');
+    }) as typeof net.connect;
     // Used for ldaps:// and for the StartTLS upgrade; our options win over ldapts's.
     const createSecureConnection = ((...args: unknown[]) => {
       const given = (typeof args[0] === 'object' && args[0] !== null ? args[0] : args[2] ?? {}) as tls.ConnectionOptions;
+      // StartTLS wraps the socket already open; anything else is a new connection.
+      if (given.socket === undefined) openOnce();
       const options: tls.ConnectionOptions =
         typeof args[0] === 'number'
           ? { ...given, port: args[0], host: args[1] as string, ...this.tlsOptions }
           : { ...given, ...this.tlsOptions };
-      return track(tls.connect(options));
+      return track(tls.connect(options), 'secureConnect');
     }) as typeof tls.connect;
     const url = server.scheme === 'ldaps' ? `ldaps://${urlHost(server.host)}:${server.port}` : `ldap://${urlHost(server.host)}:${server.port || 389}`;
     this.client = new Client({
@@ -93,11 +138,17 @@ export class LdapConnection {
     return this.closer.signal.aborted;
   }
 
+  /** Sockets not yet closed (a StartTLS connection has two: TCP and TLS on it). */
+  get openSockets(): number {
+    return this.sockets.size;
+  }
+
   /**
    * Run one ldapts call with our own deadline and abort on top of ldapts's
    * timeouts. Errors come back classified (see errors.ts).
    */
   private async run<T>(what: string, call: () => Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
+    if (this.failure !== undefined) throw this.failure;
     if (this.closed) throw new LdapConnectivityError('LDAP_ABORTED', `${what}: connection closed`);
     if (this.busy) throw new Error(`${what}: LdapConnection used concurrently`);
     this.busy = true;
@@ -109,7 +160,7 @@ export class LdapConnection {
           reject(new LdapConnectivityError('LDAP_TIMEOUT', `${what}: no answer from ${this.server.uri} within ${timeoutMs} ms`));
           this.close();
         }, timeoutMs);
-        onClose = () => reject(new LdapConnectivityError('LDAP_ABORTED', `${what}: aborted`));
+        onClose = () => reject(this.failure ?? new LdapConnectivityError('LDAP_ABORTED', `${what}: aborted`));
         this.closer.signal.addEventListener('abort', onClose, { once: true });
       });
       return await Promise.race([call(), guard]);
@@ -128,8 +179,13 @@ export class LdapConnection {
     await this.run('StartTLS', () => this.client.startTLS({ ...this.tlsOptions }), timeoutMs);
   }
 
-  /** Simple bind; an empty DN and password is an anonymous bind. */
+  /**
+   * Simple bind; an empty DN and password is an anonymous bind. Every bind of
+   * the mechanism comes through here, so this is where a DN that ldapts would
+   * turn into a SASL bind is stopped (SaslNameBindError).
+   */
   async bind(dn: string, password: string, timeoutMs?: number): Promise<void> {
+    if (isSaslMechanismName(dn)) throw new SaslNameBindError(dn);
     await this.run('bind', () => this.client.bind(dn, password), timeoutMs);
   }
 
@@ -149,6 +205,33 @@ export class LdapConnection {
 
   async compare(dn: string, attribute: string, value: string): Promise<boolean> {
     return this.run('compare', () => this.client.compare(dn, attribute, value));
+  }
+
+  private lost(): LdapConnectivityError {
+    return new LdapConnectivityError(
+      'LDAP_CONNECTION_LOST',
+      `${this.server.uri}: the connection was lost; it is not reopened (a new one would be unbound, and after StartTLS unencrypted)`,
+    );
+  }
+
+  /** A socket closed under us: no later operation may run, and one in progress must not wait for an answer. */
+  private onLost(): void {
+    this.failure ??= this.lost();
+    // After ldapts's own reaction to the close (it rejects what it can) and
+    // any socket error it reports, so those keep their more precise reason.
+    setImmediate(() => this.close());
+  }
+
+  private count(bytes: number): void {
+    this.received += bytes;
+    if (this.received <= MAX_RESPONSE_BYTES || this.closed) return;
+    this.failure ??= new LdapConnectivityError(
+      'LDAP_RESPONSE_TOO_LARGE',
+      `${this.server.uri}: the server sent more than ${MAX_RESPONSE_BYTES} bytes; connection dropped`,
+    );
+    this.close();
+    // Now, not after the unbind: stop reading.
+    for (const s of this.sockets) s.destroy();
   }
 
   /** Unbind politely, then make sure every socket is gone. Never throws. */

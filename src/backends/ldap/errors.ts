@@ -2,7 +2,7 @@
 // that could not be reached or did not answer (try the next server, log the
 // request as "unavailable") versus an LDAP result code, which is the
 // directory's answer (ldapts's ResultCodeError subclasses, used as they are).
-import { BusyError, ResultCodeError, UnavailableError } from 'ldapts';
+import { BusyError, ResultCodeError, SASL_MECHANISMS, UnavailableError } from 'ldapts';
 
 export type LdapFailureCode =
   /** TCP connect refused, unreachable, no such ldapi socket. */
@@ -11,8 +11,10 @@ export type LdapFailureCode =
   | 'LDAP_TLS'
   /** No answer within ldap_timeout. */
   | 'LDAP_TIMEOUT'
-  /** The connection closed or broke under an operation. */
+  /** The connection closed or broke under an operation, or before the next one (it is never reopened). */
   | 'LDAP_CONNECTION_LOST'
+  /** The server sent more than MAX_RESPONSE_BYTES on one connection. */
+  | 'LDAP_RESPONSE_TOO_LARGE'
   /** The server answered busy or unavailable. */
   | 'LDAP_SERVER_BUSY'
   /** The request's deadline passed or the daemon is stopping. */
@@ -56,4 +58,28 @@ export function classify(err: unknown): ResultCodeError | LdapConnectivityError 
 /** A short description of a directory result code for logs: "InvalidCredentialsError (49)". */
 export function describeResult(err: ResultCodeError): string {
   return `${err.name} (${err.code})`;
+}
+
+/**
+ * ldapts's Client.bind(name, password) makes a SASL bind, with the password
+ * as the SASL credentials, when name is exactly one of its mechanism names.
+ * As an EXTERNAL bind that "password" is an authorization identity, which
+ * slapd grants over ldapi:// or with a client certificate whenever it names
+ * the connection's own identity: a public string. Compared without regard to
+ * case or surrounding blanks, more broadly than ldapts does, so that a later
+ * ldapts comparing more loosely cannot reopen the hole.
+ */
+export function isSaslMechanismName(name: string): boolean {
+  const n = name.trim().toUpperCase();
+  return SASL_MECHANISMS.some((m) => m.toUpperCase() === n);
+}
+
+/** A bind refused before it reached ldapts because its DN is a SASL mechanism name. */
+export class SaslNameBindError extends Error {
+  readonly code = 'LDAP_SASL_NAME';
+
+  constructor(readonly dn: string) {
+    super(`the bind DN '${dn}' is a SASL mechanism name; refused before any bind, as the LDAP library would make a SASL bind of it`);
+    this.name = 'SaslNameBindError';
+  }
 }

@@ -2,12 +2,15 @@
 // lak_user): ldap_search_base / ldap_filter / ldap_scope with tokens
 // expanded, exactly one entry required. With ldap_referrals: yes, search
 // continuation references are followed one hop, anonymously (libldap's
-// default without a rebind callback), and the user then binds there.
+// default without a rebind callback), and the user then binds there, so a
+// referral is followed only to a server listed in ldap_servers and never to a
+// weaker transport than the one it came from: the password goes where it points.
 import { type Entry, type Filter, FilterParser, NoSuchObjectError, ResultCodeError } from 'ldapts';
+import { maskCredentials } from '../../log/redact';
 import { denied, type Outcome, unavailable } from '../backend';
-import { parseServerUri, type Scope } from './config';
-import type { LdapConnection } from './connection';
-import { describeResult, LdapConnectivityError } from './errors';
+import { type LdapServer, parseServerUri, type Scope } from './config';
+import { type LdapConnection, type Transport, transportOf } from './connection';
+import { describeResult } from './errors';
 import type { LdapSession } from './session';
 import { expandTokens } from './tokens';
 
@@ -59,15 +62,40 @@ function parseReferral(uri: string): Referral | undefined {
   }
 }
 
+/** 'tls' and 'local' both keep the password off the network in clear. */
+const PROTECTED: ReadonlySet<Transport> = new Set(['tls', 'local']);
+
+function sameEndpoint(a: LdapServer, b: LdapServer): boolean {
+  if (a.scheme !== b.scheme) return false;
+  if (a.scheme === 'ldapi') return a.socketPath === b.socketPath;
+  return a.host.toLowerCase() === b.host.toLowerCase() && a.port === b.port;
+}
+
+function hostPort(server: LdapServer): string {
+  if (server.socketPath !== undefined) return server.socketPath;
+  return `${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`;
+}
+
+/** The listed server a referral may be followed to, or why it may not. */
+function referralTarget(s: LdapSession, from: LdapConnection, ref: Referral): LdapServer | string {
+  const parsed = parseServerUri(ref.uri);
+  if (typeof parsed === 'string') return parsed;
+  const listed = s.cfg.servers.find((l) => sameEndpoint(l, parsed));
+  if (listed === undefined) return `${hostPort(parsed)} is not in ldap_servers`;
+  if (PROTECTED.has(from.transport) && !PROTECTED.has(transportOf(listed, s.cfg.tls))) {
+    return `it would not be encrypted, while ${from.server.uri} is; set ldap_start_tls: yes or refer to ldaps://`;
+  }
+  return listed;
+}
+
 async function followReferral(
   s: LdapSession,
+  server: LdapServer,
   ref: Referral,
   base: string,
   filter: Filter,
   attributes: string[],
 ): Promise<Array<{ entry: Entry; conn: LdapConnection }>> {
-  const server = parseServerUri(ref.uri);
-  if (typeof server === 'string') throw new LdapConnectivityError('LDAP_CONNECT', `referral ${ref.uri}: ${server}`);
   const conn = s.connect(server);
   await conn.secure();
   await conn.bind('', '');
@@ -123,14 +151,21 @@ export async function findUser(s: LdapSession, conn: LdapConnection, attributes:
     for (const uri of references) {
       const ref = parseReferral(uri);
       if (ref === undefined) {
-        s.log.warn({ referral: uri }, 'cannot parse a search reference; ignored');
+        s.log.warn({ referral: maskCredentials(uri) }, 'cannot parse a search reference; ignored');
         continue;
       }
+      const target = referralTarget(s, conn, ref);
+      if (typeof target === 'string') {
+        // The directory's URI: it may carry a password of its own.
+        const shown = maskCredentials(uri);
+        s.log.warn({ referral: shown, server: conn.server.uri }, `not following the referral ${shown} from ${conn.server.uri}: ${target}`);
+        return { outcome: unavailable('NO', `User not found (referral ${shown} not followed: ${maskCredentials(target)})`) };
+      }
       try {
-        found.push(...(await followReferral(s, ref, base, filter, attributes)));
+        found.push(...(await followReferral(s, target, ref, base, filter, attributes)));
       } catch (err) {
         const why = err instanceof ResultCodeError ? describeResult(err) : (err as Error).message;
-        return { outcome: unavailable('NO', `User not found (cannot follow referral ${uri}: ${why})`) };
+        return { outcome: unavailable('NO', `User not found (cannot follow referral ${maskCredentials(uri)}: ${why})`) };
       }
       if (found.length > 1) break;
     }

@@ -7,7 +7,7 @@ import { isUtf8 } from 'node:buffer';
 import { InvalidCredentialsError, ResultCodeError } from 'ldapts';
 import { denied, ok, type Outcome, unavailable } from '../backend';
 import type { LdapConnection } from './connection';
-import { describeResult, LdapConnectivityError } from './errors';
+import { describeResult, LdapConnectivityError, SaslNameBindError } from './errors';
 import { checkGroup, groupCheckEnabled } from './group';
 import { findUser } from './lookup';
 import { verifyStoredPassword } from './password';
@@ -22,21 +22,25 @@ class SessionLost extends Error {
   }
 }
 
-/** Binds (service or anonymous) and hands back a result code as a value: any answer proves the server alive. */
-function bindProbe(dn: string, password: string): Probe<ResultCodeError | undefined> {
+/** Why a service bind did not happen: the directory's result code, or our refusal of its DN. */
+type ServiceBindRefusal = ResultCodeError | SaslNameBindError;
+
+/** Binds (service or anonymous) and hands back a refusal as a value: any answer proves the server alive. */
+function bindProbe(dn: string, password: string): Probe<ServiceBindRefusal | undefined> {
   return async (conn, timeoutMs) => {
     try {
       await conn.bind(dn, password, timeoutMs);
       return undefined;
     } catch (err) {
-      if (err instanceof ResultCodeError) return err;
+      if (err instanceof ResultCodeError || err instanceof SaslNameBindError) return err;
       throw err;
     }
   };
 }
 
-function serviceBindFailed(err: ResultCodeError): Outcome {
-  return unavailable('NO', `Bind to ldap server failed (invalid user/password or insufficient access): service bind: ${describeResult(err)}`);
+function serviceBindFailed(err: ServiceBindRefusal): Outcome {
+  const why = err instanceof SaslNameBindError ? err.message : describeResult(err);
+  return unavailable('NO', `Bind to ldap server failed (invalid user/password or insufficient access): service bind: ${why}`);
 }
 
 /** The password as the string ldapts sends; undefined if it cannot be sent faithfully. */
@@ -52,6 +56,7 @@ async function userBind(conn: LdapConnection, dn: string, password: string): Pro
     await conn.bind(dn, password);
     return undefined;
   } catch (err) {
+    if (err instanceof SaslNameBindError) return denied('NO', `Invalid password (${err.message})`);
     if (err instanceof InvalidCredentialsError) return denied('NO', 'Invalid password');
     if (err instanceof ResultCodeError) return denied('NO', `Invalid password (${describeResult(err)})`);
     throw err;
@@ -64,7 +69,7 @@ async function groupAfterUserBind(s: LdapSession, conn: LdapConnection, userDn: 
   try {
     await conn.bind(s.cfg.bindDn, s.cfg.bindPassword);
   } catch (err) {
-    if (err instanceof ResultCodeError) return serviceBindFailed(err);
+    if (err instanceof ResultCodeError || err instanceof SaslNameBindError) return serviceBindFailed(err);
     throw err;
   }
   return (await checkGroup(s, conn, userDn)) ?? ok();

@@ -95,3 +95,14 @@ export function expandTokens(template: string, ctx: TokenContext, target: Expans
   }
   return out;
 }
+
+/** The text of template that no token supplies: what stays the same whatever the login, realm or service. */
+export function templateLiteral(template: string): string {
+  let out = '';
+  for (let i = 0; i < template.length; i++) {
+    const c = template[i];
+    if (c !== '%' || i === template.length - 1) out += c;
+    else if (template[++i] === '%') out += '%';
+  }
+  return out;
+}

@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import type pino from 'pino';
 import { type AuthRequest, type Backend, type BackendFactory, denied, ok, type Outcome, shed, unavailable } from '../backend';
 import { PriorityGate } from '../gate';
-import { buildCommand, type LiteralSupport, wipeParts } from './command';
+import { buildCommand, type LiteralSupport, quoted, wipeParts } from './command';
 import { RimapError, type RimapErrorCode } from './errors';
 import { capabilitiesOf, type ImapResponse } from './response-decoder';
 import { describeTarget, parseRimapOption, RimapOptionError, type RimapTarget, targetWarnings } from './options';
@@ -104,19 +104,51 @@ export function loadCa(t: RimapTarget): Buffer | undefined {
   return pem;
 }
 
-/** A server line fit for a log: secrets cut out, control bytes escaped, at most 200 characters. */
-export function sanitizeLine(raw: Buffer, secrets: Buffer[]): string {
-  let b = raw;
-  for (const s of secrets) {
-    if (s.length === 0) continue;
-    let at = b.indexOf(s);
-    while (at !== -1) {
-      b = Buffer.concat([b.subarray(0, at), Buffer.from('[redacted]'), b.subarray(at + s.length)]);
-      at = b.indexOf(s, at + '[redacted]'.length);
-    }
+/** Shorter pieces of a password cut at a line break are left: they would blank out common words. */
+const MIN_FRAGMENT = 3;
+
+/** The pieces of secret between its CR, LF and NUL bytes (views into it, not copies). */
+function fragments(secret: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= secret.length; i++) {
+    const b = secret[i];
+    if (i < secret.length && b !== 0x0d && b !== 0x0a && b !== 0x00) continue;
+    if (i - start >= MIN_FRAGMENT && i - start < secret.length) out.push(secret.subarray(start, i));
+    start = i + 1;
   }
-  const text = b.toString('utf8').replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+  return out;
+}
+
+/**
+ * A server line fit for a log: control bytes escaped, at most 200
+ * characters, and each secret cut out in every form a server can echo it in
+ * on one line: as sent (also the bytes of a literal), in its quoted-string
+ * form with `"` and `\` escaped, and each piece between its CR, LF or NUL
+ * bytes (a literal echoed back breaks the server's line there).
+ */
+export function sanitizeLine(raw: Buffer, secrets: Buffer[]): string {
+  const present = secrets.filter((s) => s.length > 0);
+  // Copies of the secrets: wiped below.
+  const escaped = present.map((s) => quoted(s));
+  try {
+    const forms = [...present, ...escaped.map((q) => q.subarray(1, -1)), ...present.flatMap(fragments)];
+    // Longest first, so that no form is cut apart by the redaction of a shorter one.
+    forms.sort((x, y) => y.length - x.length);
+    let b = raw;
+    for (const s of forms) {
+      let at = b.indexOf(s);
+      while (at !== -1) {
+        b = Buffer.concat([b.subarray(0, at), Buffer.from('[redacted]'), b.subarray(at + s.length)]);
+        at = b.indexOf(s, at + '[redacted]'.length);
+      }
+    }
+    // \p{Cc}: control characters, which a log line must not carry raw.
+    const text = b.toString('utf8').replace(/\p{Cc}/gu, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+    return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+  } finally {
+    for (const q of escaped) q.fill(0);
+  }
 }
 
 function toRimapError(err: unknown): RimapError {
@@ -145,7 +177,7 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(e);
+        reject(e instanceof Error ? e : new Error(String(e)));
       },
     );
   });
@@ -372,14 +404,22 @@ export class RimapBackend implements Backend {
     }
   }
 
-  /** Waits for `+` after a synchronizing literal; a tagged answer instead means the server refused it. */
+  /**
+   * Waits for `+` after a synchronizing literal. A tagged NO or BAD instead
+   * means the server refused the command, which ends LOGIN. A tagged OK
+   * cannot be an answer to a LOGIN whose password was never sent: it is a
+   * protocol error, never a success.
+   */
   private async waitContinuation(session: ImapSession, timeoutMs: number, secret: Buffer): Promise<ImapResponse | undefined> {
     for (;;) {
       const r = await session.next(timeoutMs);
       if (r.kind === 'continuation') return undefined;
       if (r.kind === 'untagged') continue;
-      if (r.tag === TAG) return r;
-      throw new RimapError('RIMAP_PROTOCOL', `unexpected response while waiting for "+": ${sanitizeLine(r.raw, [secret])}`);
+      if (r.tag === TAG && (r.status === 'NO' || r.status === 'BAD')) return r;
+      throw new RimapError(
+        'RIMAP_PROTOCOL',
+        `unexpected response in place of the "+" continuation: ${sanitizeLine(r.raw, [secret])}`,
+      );
     }
   }
 

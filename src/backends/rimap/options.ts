@@ -12,6 +12,7 @@
 // startup, so DNS down at boot means no daemon; cyrus-sasl#493).
 import fs from 'node:fs';
 import net from 'node:net';
+import { maskCredentials } from '../../log/redact';
 
 export type TlsMode = 'implicit' | 'starttls' | 'none';
 
@@ -80,23 +81,25 @@ export function parseRimapOption(option: string | undefined, opts: ParseOptions 
   }
   const specs = option.split(',').map((s) => s.trim());
   if (specs.some((s) => s === '')) {
-    throw new RimapOptionError(`-O '${option}': empty server in the comma-separated list`);
+    throw new RimapOptionError(`-O '${maskCredentials(option)}': empty server in the comma-separated list`);
   }
   return specs.map((spec) => parseOne(spec, opts));
 }
 
 function parseOne(spec: string, opts: ParseOptions): RimapTarget {
+  // Before any other check, so no message quotes a password (as a port, say).
+  if ((spec.split('?')[0] ?? '').includes('@')) throw bad(spec, 'user names or passwords do not belong in -O');
   const url = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/(.*)$/s.exec(spec);
   if (url === null) return parseCyrus(spec, opts);
   const scheme = url[1]!.toLowerCase();
   if (scheme !== 'imap' && scheme !== 'imaps') {
-    throw new RimapOptionError(`-O '${spec}': unknown scheme '${url[1]!}://'; use imaps:// or imap://`);
+    throw bad(spec, `unknown scheme '${url[1]!}://'; use imaps:// or imap://`);
   }
   return parseUrl(spec, scheme, url[2]!);
 }
 
 function bad(spec: string, what: string): RimapOptionError {
-  return new RimapOptionError(`-O '${spec}': ${what}`);
+  return new RimapOptionError(`-O '${maskCredentials(spec)}': ${what}`);
 }
 
 function parsePortNumber(spec: string, text: string): number {
@@ -189,7 +192,6 @@ function parseUrl(spec: string, scheme: 'imap' | 'imaps', rest: string): RimapTa
   const query = q === -1 ? '' : rest.slice(q + 1);
   if (authority.endsWith('/')) authority = authority.slice(0, -1);
   if (authority.includes('/')) throw bad(spec, 'an imap URL has no path; write imaps://host:port');
-  if (authority.includes('@')) throw bad(spec, 'user names or passwords do not belong in -O');
   if (authority.includes('#')) throw bad(spec, "'#' is not allowed");
 
   let host: string;

@@ -29,6 +29,14 @@ function abortedError(): RimapError {
 /** How long a LOGOUT'ed connection may linger before it is cut. */
 const LOGOUT_LINGER_MS = 2_000;
 
+/**
+ * The most a server may send on one connection. The decoder caps each
+ * response; this caps their number: a server that streams untagged lines
+ * resets every per-read timeout and would hold the request to its deadline.
+ * A greeting, STARTTLS and LOGIN take a few KiB.
+ */
+export const MAX_SESSION_BYTES = 1024 * 1024;
+
 export class ImapSession {
   private socket: net.Socket;
   private decoder = new ResponseDecoder();
@@ -38,6 +46,7 @@ export class ImapSession {
   private failure: RimapError | undefined;
   private linger: NodeJS.Timeout | undefined;
   private tls = false;
+  private received = 0;
   private readonly onAbort = (): void => this.fail(abortedError());
   private readonly onData = (chunk: Buffer): void => this.receive(chunk);
   private readonly onEnd = (): void => this.fail(new RimapError('RIMAP_CLOSED', 'server closed the connection'));
@@ -111,6 +120,11 @@ export class ImapSession {
   }
 
   private receive(chunk: Buffer): void {
+    this.received += chunk.length;
+    if (this.received > MAX_SESSION_BYTES) {
+      this.fail(new RimapError('RIMAP_TOO_LONG', `the server sent more than ${MAX_SESSION_BYTES} bytes; connection dropped`));
+      return;
+    }
     let responses: ImapResponse[];
     try {
       responses = this.decoder.push(chunk);

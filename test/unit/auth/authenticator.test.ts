@@ -193,7 +193,7 @@ test('with the cache on, identical credentials in flight share one backend check
   await new Promise((r) => setImmediate(r));
   release();
   const answers = await Promise.all(burst);
-  assert.deepEqual(answers, [...Array(10).fill('OK'), ...Array(5).fill('NO Incorrect password'), 'OK']);
+  assert.deepEqual(answers, [...Array<string>(10).fill('OK'), ...Array<string>(5).fill('NO Incorrect password'), 'OK']);
   assert.equal(b.calls.length, 3, 'one check per distinct (login, realm, service, password)');
   assert.equal(await ask(a, req('bob', 'wrong')), 'NO Incorrect password');
   assert.equal(b.calls.length, 4, 'a finished failure is not reused');

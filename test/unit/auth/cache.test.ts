@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { CredentialCache, cyrusEntries } from '../../../src/auth/cache';
 import { fingerprint } from '../../helpers/exchange';
 
-const id = CredentialCache.id;
+const id = (login: string, realm: string, service: string): string => CredentialCache.id(login, realm, service);
 const mac = (login: string, realm: string, password: string): Buffer =>
   fingerprint(Buffer.from(login, 'latin1'), Buffer.from(realm, 'latin1'), Buffer.from(password));
 

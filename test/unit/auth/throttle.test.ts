@@ -50,7 +50,7 @@ test('distinct wrong passwords: free, then held back, then refused without the m
     const r = await attempt(t, bob(i), 'denied');
     kinds.push(r.adm.kind === 'refuse' ? 'refuse' : r.holdMs > 0 ? 'held' : 'free');
   }
-  assert.deepEqual(kinds, [...Array(5).fill('free'), ...Array(15).fill('held'), ...Array(5).fill('refuse')]);
+  assert.deepEqual(kinds, [...Array<string>(5).fill('free'), ...Array<string>(15).fill('held'), ...Array<string>(5).fill('refuse')]);
 });
 
 test('a held attempt tells the mechanism not to answer a refusal itself', async () => {

@@ -103,11 +103,61 @@ describe('--check', () => {
   });
 
   test('an unknown ldap key is reported with file, line and key (a warning: Cyrus 2.1.28 ignores it)', () => {
-    const p = file('ldap.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_scop: one\n');
+    const p = file('ldap.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_frobnicate_level: one\n');
     const r = check(['-a', 'ldap', '-O', p]);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_scop: unknown key`, 'm'));
+    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_frobnicate_level: unknown key`, 'm'));
     assert.match(r.out, /^ {2}ldap_servers +ldap:\/\/127\.0\.0\.1\/$/m);
+  });
+
+  test('a misspelt ldap key fails the check and names the key it was meant to be', () => {
+    const p = file('ldap-typo.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_goup_dn: cn=mail,dc=x\n');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.equal(r.code, 1);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: error: ${p}:2: ldap_goup_dn: unknown key \\(did you mean ldap_group_dn\\?\\)`, 'm'));
+  });
+
+  test('ldap_tls_check_peer: no passes the check but is shown, as a warning and in the settings', () => {
+    const p = file('ldap-nocheck.conf', 'ldap_servers: ldaps://127.0.0.1/\nldap_tls_check_peer: no\n');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_tls_check_peer: no: the directory's TLS certificate is not verified`, 'm'));
+    assert.match(r.out, /^ {2}ldap_tls_check_peer +no$/m);
+  });
+
+  test('a password in a rimap -O URI is masked in the settings and in the error', () => {
+    const r = check(['-a', 'rimap', '-O', 'imaps://user:Zq-secret@mail.example.org']);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /^mechanism option \(-O\) +imaps:\/\/user:\*\*\*@mail\.example\.org$/m);
+    assert.match(r.err, /rimap: -O 'imaps:\/\/user:\*\*\*@mail\.example\.org': user names or passwords do not belong in -O/);
+    assert.ok(!`${r.out}${r.err}`.includes('Zq-secret'));
+  });
+
+  test('a password in an ldap_servers URI is masked in the warning and in the effective settings', () => {
+    const p = file('ldap-userinfo.conf', 'ldap_servers: ldap://cn=admin:Zq-secret@127.0.0.1/ ldap://127.0.0.1/\n');
+    const r = check(['-a', 'ldap', '-O', p]);
+    assert.match(r.err, /ldap_servers: 'ldap:\/\/cn=admin:\*\*\*@127\.0\.0\.1\/': cannot read host and port; ignored/);
+    assert.match(r.out, /^ {2}ldap_servers +ldap:\/\/cn=admin:\*\*\*@127\.0\.0\.1\/ ldap:\/\/127\.0\.0\.1\/$/m);
+    assert.ok(!`${r.out}${r.err}`.includes('Zq-secret'));
+  });
+
+  test('pam: warns when --auth-timeout is below the longest pam_faildelay delay, times libpam\'s 1.5, naming file and line', () => {
+    const pamDir = path.join(dir, 'pam.d');
+    fs.mkdirSync(pamDir);
+    fs.writeFileSync(path.join(pamDir, 'other'), '@include common-auth\n');
+    fs.writeFileSync(path.join(pamDir, 'login'), '# delay=99000000 in a comment\nauth optional pam_faildelay.so delay=3000000\n');
+    fs.writeFileSync(path.join(pamDir, 'imap'), 'auth  [default=die]  pam_faildelay.so   delay=8000000\n@include common-auth\n');
+    const warnings = (argv: string[]): string[] =>
+      checkConfiguration(['-a', 'pam', '-m', '/var/spool/postfix/var/run/saslauthd', ...argv], { pamDir, postfixBinary: '/nonexistent' })
+        .issues.filter((i) => i.severity === 'warning')
+        .map((i) => `${i.file}:${i.line}: ${i.message}`);
+    const expected =
+      `${path.join(pamDir, 'imap')}:1: pam_faildelay delay=8000000 holds a wrong password's answer up to 12 s (libpam varies the delay from 0.5 to 1.5 times), ` +
+      'longer than --auth-timeout 11 s: such answers are then given when --auth-timeout expires, cutting the delay short; set --auth-timeout 12 or more';
+    assert.deepEqual(warnings(['--auth-timeout', '11']), [expected]);
+    assert.deepEqual(warnings(['--auth-timeout', '12']), []);
+    fs.rmSync(path.join(pamDir, 'imap'));
+    assert.match(warnings(['--auth-timeout', '4'])[0] ?? '', /login:2: pam_faildelay delay=3000000 holds a wrong password's answer up to 4\.5 s .*set --auth-timeout 5 or more$/);
   });
 
   test('the shipped /etc/default/saslauthd-ts passes without a single warning', () => {

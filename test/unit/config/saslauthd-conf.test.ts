@@ -48,7 +48,7 @@ describe('saslauthd.conf parser', () => {
     assert.equal(r.entries.length, 1);
     assert.equal(r.issues.length, 1);
     assert.equal(r.issues[0]?.severity, 'error');
-    assert.match(formatIssue(r.issues[0]!), /^\/etc\/saslauthd\.conf:2: ldap_servers: syntax error: the colon must follow the key/);
+    assert.match(formatIssue(r.issues[0]), /^\/etc\/saslauthd\.conf:2: ldap_servers: syntax error: the colon must follow the key/);
   });
 
   test('rejects an empty value', () => {
@@ -61,7 +61,7 @@ describe('saslauthd.conf parser', () => {
   test('rejects a line without a colon, without quoting what may be a password', () => {
     const r = parseConfText('hunter2 is the password\n', F);
     assert.equal(r.issues[0]?.severity, 'error');
-    assert.equal(formatIssue(r.issues[0]!), '/etc/saslauthd.conf:1: syntax error: expected "key: value"');
+    assert.equal(formatIssue(r.issues[0]), '/etc/saslauthd.conf:1: syntax error: expected "key: value"');
   });
 
   test('rejects a key with characters outside [A-Za-z0-9_-]', () => {

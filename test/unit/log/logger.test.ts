@@ -25,7 +25,7 @@ function receiver(socket: string, stalled: boolean): Promise<{ proc: ChildProces
   const proc = spawn('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   return new Promise((resolve) => {
-    proc.stdout!.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.startsWith('ready\n')) resolve({ proc, lines: () => out.split('\n').slice(1).filter((l) => l !== '') });
     });

@@ -14,11 +14,17 @@ describe('--metrics address', () => {
     assert.deepEqual(parseMetricsAddress('localhost:9464'), { kind: 'tcp', host: '127.0.0.1', port: 9464, loopback: true });
     const any = parseMetricsAddress('0.0.0.0:9464');
     assert.deepEqual(any, { kind: 'tcp', host: '0.0.0.0', port: 9464, loopback: false });
-    assert.equal(describeAddress(parseMetricsAddress('[::1]:1') as Exclude<ReturnType<typeof parseMetricsAddress>, string>), '[::1]:1');
+    assert.equal(
+      describeAddress(parseMetricsAddress('[::1]:1') as Exclude<ReturnType<typeof parseMetricsAddress>, string>),
+      '[::1]:1',
+    );
   });
 
   test('an absolute path is a UNIX socket', () => {
-    assert.deepEqual(parseMetricsAddress('/run/saslauthd-ts/metrics.sock'), { kind: 'unix', path: '/run/saslauthd-ts/metrics.sock' });
+    assert.deepEqual(parseMetricsAddress('/run/saslauthd-ts/metrics.sock'), {
+      kind: 'unix',
+      path: '/run/saslauthd-ts/metrics.sock',
+    });
   });
 
   test('says what is wrong with a bad address', () => {

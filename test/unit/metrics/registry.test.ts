@@ -57,7 +57,9 @@ describe('metrics registry', () => {
     const snap = async (n: number, up: number): Promise<Awaited<ReturnType<Registry['snapshot']>>> => {
       const r = new Registry();
       r.counter('x_total', 'X.').child({ result: 'ok' }).inc(n);
-      r.gauge('x_size', 'Size.', 'max').child().set(n * 10);
+      r.gauge('x_size', 'Size.', 'max')
+        .child()
+        .set(n * 10);
       r.gauge('x_up', 'Up.', 'min').child({ server: 's' }).set(up);
       r.histogram('x_seconds', 'T.', [1]).child().observe(n);
       return r.snapshot();

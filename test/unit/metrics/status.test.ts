@@ -26,11 +26,17 @@ test('counts requests, failures and outages, and names each server up or down', 
       ],
     },
   });
-  assert.equal(statusLine('ldap', await m.registry.snapshot(false)), 'serving: 9 requests, 4 failed, 2 unavailable; ldap ldap://a/ up, ldap://b/ down');
+  assert.equal(
+    statusLine('ldap', await m.registry.snapshot(false)),
+    'serving: 9 requests, 4 failed, 2 unavailable; ldap ldap://a/ up, ldap://b/ down',
+  );
 });
 
 test('a mechanism without servers is named; one request is singular', async () => {
   const m = new ServiceMetrics('shadow', true, new Registry());
   m.request('ok', 1);
-  assert.equal(statusLine('shadow', await m.registry.snapshot(false)), 'serving: 1 request, 0 failed, 0 unavailable; mechanism shadow');
+  assert.equal(
+    statusLine('shadow', await m.registry.snapshot(false)),
+    'serving: 1 request, 0 failed, 0 unavailable; mechanism shadow',
+  );
 });

@@ -106,10 +106,20 @@ describe('ldap config', () => {
     assert.equal(config?.defaultRealm, 'example.net');
   });
 
-  test('warns about an unknown key with file, line and key, and suggests the near one', () => {
-    assert.deepEqual(messages('ldap_timeout: 3\nldap_scop: one\n'), [
-      '/etc/saslauthd.conf:2: ldap_scop: unknown key (did you mean ldap_scope?); ignored',
+  test('an unknown key within two edits of a known one is an error that suggests the known one', () => {
+    const r = build('ldap_timeout: 3\nldap_goup_dn: cn=mailusers,dc=x\n');
+    assert.equal(r.config, undefined);
+    assert.deepEqual(r.issues.map(formatIssue), [
+      '/etc/saslauthd.conf:2: ldap_goup_dn: unknown key (did you mean ldap_group_dn?); Cyrus ignores it silently, so the setting it was meant to make is not in force; correct the name or remove the line',
     ]);
+    assert.equal(r.issues[0]?.severity, 'error');
+  });
+
+  test('an unknown key far from every known key is a warning and is ignored, as Cyrus ignores it', () => {
+    const r = build('ldap_timeout: 3\nldap_frobnicate_level: 2\n');
+    assert.ok(r.config);
+    assert.deepEqual(r.issues.map(formatIssue), ['/etc/saslauthd.conf:2: ldap_frobnicate_level: unknown key; ignored']);
+    assert.equal(r.issues[0]?.severity, 'warning');
   });
 
   test('a key set twice warns and the last one wins', () => {
@@ -136,6 +146,48 @@ describe('ldap config', () => {
     assert.equal(build('').config?.tls.checkPeer, undefined);
     assert.equal(build('ldap_tls_check_peer: yes').config?.tls.checkPeer, true);
     assert.equal(build('ldap_tls_check_peer: no').config?.tls.checkPeer, false);
+  });
+
+  test('ldap_tls_check_peer: no is a warning naming the line, so every start and reload logs it', () => {
+    const r = build('ldap_servers: ldaps://x/\nldap_tls_check_peer: no\n');
+    assert.ok(r.config);
+    assert.deepEqual(
+      r.issues.map((i) => [i.severity, formatIssue(i)]),
+      [
+        [
+          'warning',
+          "/etc/saslauthd.conf:2: ldap_tls_check_peer: no: the directory's TLS certificate is not verified, so anyone on the network path can pose as the directory, read the passwords and answer OK; set ldap_tls_cacert_file to the CA that signed it and remove this line",
+        ],
+      ],
+    );
+    assert.deepEqual(messages('ldap_tls_check_peer: yes\n'), []);
+  });
+
+  test('an unreadable ldap_tls_check_peer value is an error naming file, line and the accepted values', () => {
+    const r = build('ldap_servers: ldaps://x/\nldap_tls_check_peer: demand\n');
+    assert.equal(r.config, undefined);
+    assert.deepEqual(r.issues.map(formatIssue), [
+      "/etc/saslauthd.conf:2: ldap_tls_check_peer: 'demand' is not a yes/no value (accepted: yes, true, on, 1, y, t, no, false, off, 0, n, f); Cyrus would read it as no, but a security setting must say what it means; write one of them",
+    ]);
+  });
+
+  test('an unreadable ldap_start_tls value is an error, not a silent "no"', () => {
+    const r = build('ldap_start_tls: required\n');
+    assert.equal(r.config, undefined);
+    assert.match(formatIssue(r.issues[0]!), /^\/etc\/saslauthd\.conf:1: ldap_start_tls: 'required' is not a yes\/no value \(accepted: yes, true, on, 1, y, t, no, false, off, 0, n, f\)/);
+  });
+
+  test('an unknown ldap_group_match_method is an error naming the accepted values', () => {
+    const r = build('ldap_group_match_method: filters\nldap_group_filter: (member=%D)\n');
+    assert.equal(r.config, undefined);
+    assert.equal(r.issues[0]?.severity, 'error');
+    assert.match(formatIssue(r.issues[0]), /^\/etc\/saslauthd\.conf:1: ldap_group_match_method: 'filters' is not one of attr, filter; Cyrus 2\.1\.28 would silently use the default attr/);
+  });
+
+  test('an unknown ldap_group_scope is an error naming the accepted values', () => {
+    const r = build('ldap_group_scope: subtree\n');
+    assert.equal(r.config, undefined);
+    assert.match(formatIssue(r.issues[0]!), /^\/etc\/saslauthd\.conf:1: ldap_group_scope: 'subtree' is not one of sub, one, base;/);
   });
 
   test('a bad number warns and keeps the default', () => {
@@ -220,6 +272,26 @@ describe('ldap config', () => {
     assert.deepEqual(messages('ldap_auth_method: fastbind\nldap_filter: uid=%U,dc=x\n'), []);
   });
 
+  test('fastbind with a DN template made of tokens only is an error: the login would be the whole DN', () => {
+    for (const template of ['%u', '%U', ' %r ', '%U%R']) {
+      const r = build(`ldap_auth_method: fastbind\nldap_filter: ${template}\n`);
+      assert.equal(r.config, undefined, template);
+      assert.match(
+        formatIssue(r.issues.find((i) => i.severity === 'error')!),
+        /^\/etc\/saslauthd\.conf:2: ldap_filter: with ldap_auth_method: fastbind this is the bind DN template, but '.*' is made of tokens only: the login would be the whole DN; write a DN such as uid=%U,ou=people,dc=example,dc=org$/,
+        template,
+      );
+    }
+  });
+
+  test('an ldap_bind_dn that is a SASL mechanism name is an error, in any case', () => {
+    for (const dn of ['EXTERNAL', 'plain', 'Digest-MD5', 'SCRAM-SHA-1']) {
+      const r = build(`ldap_bind_dn: ${dn}\n`);
+      assert.equal(r.config, undefined, dn);
+      assert.match(formatIssue(r.issues[0]!), new RegExp(`^/etc/saslauthd\\.conf:1: ldap_bind_dn: '${dn}' is a SASL mechanism name, not a DN`), dn);
+    }
+  });
+
   test('a GnuTLS priority string in ldap_tls_ciphers warns and is ignored', () => {
     const r = build('ldap_tls_ciphers: NORMAL:-VERS-TLS1.0\n');
     assert.ok(r.config);
@@ -262,10 +334,10 @@ describe('ldap config', () => {
 describe('checkLdapConfig (for --check)', () => {
   test('separates errors and warnings and masks the password', () => {
     const f = path.join(tmp, 'check.conf');
-    fs.writeFileSync(f, 'ldap_password: hunter2\nldap_scop: one\n');
+    fs.writeFileSync(f, 'ldap_password: hunter2\nldap_frobnicate_level: one\n');
     const r = checkLdapConfig(f);
     assert.deepEqual(r.errors, []);
-    assert.deepEqual(r.warnings, [`${f}:2: ldap_scop: unknown key (did you mean ldap_scope?); ignored`]);
+    assert.deepEqual(r.warnings, [`${f}:2: ldap_frobnicate_level: unknown key; ignored`]);
     assert.equal(r.effective.ldap_password, '(set)');
     assert.equal(r.effective.ldap_filter, '(uid=%u)');
     assert.ok(!JSON.stringify(r).includes('hunter2'));
@@ -273,9 +345,9 @@ describe('checkLdapConfig (for --check)', () => {
 
   test('strict mode turns warnings into errors', () => {
     const f = path.join(tmp, 'strict.conf');
-    fs.writeFileSync(f, 'ldap_scop: one\n');
+    fs.writeFileSync(f, 'ldap_frobnicate_level: one\n');
     const r = checkLdapConfig(f, { strict: true });
-    assert.deepEqual(r.errors, [`${f}:1: ldap_scop: unknown key (did you mean ldap_scope?); ignored`]);
+    assert.deepEqual(r.errors, [`${f}:1: ldap_frobnicate_level: unknown key; ignored`]);
     assert.deepEqual(r.warnings, []);
   });
 

@@ -1,7 +1,7 @@
 // Token expansion with Cyrus's semantics, and RFC 4515 / RFC 4514 escaping.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeDnValue, escapeFilterValue, expandTokens, type TokenContext } from '../../../../src/backends/ldap/tokens';
+import { escapeDnValue, escapeFilterValue, expandTokens, templateLiteral, type TokenContext } from '../../../../src/backends/ldap/tokens';
 
 const ctx = (login: string, realm = '', service = 'imap', userDn?: string): TokenContext => ({
   login,
@@ -82,5 +82,13 @@ describe('escaping', () => {
     assert.equal(escapeDnValue(' '), '\\ ');
     assert.equal(escapeDnValue('a\0b'), 'a\\00b');
     assert.equal(escapeDnValue('x#y'), 'x#y');
+  });
+
+  test('the literal text of a template is what no token supplies; %% is a literal %', () => {
+    assert.equal(templateLiteral('uid=%U,ou=people,dc=%2,dc=%1'), 'uid=,ou=people,dc=,dc=');
+    assert.equal(templateLiteral('%u'), '');
+    assert.equal(templateLiteral(' %U%R '), '  ');
+    assert.equal(templateLiteral('%%u'), '%u');
+    assert.equal(templateLiteral('a%'), 'a%');
   });
 });

@@ -4,7 +4,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { REPLY, RimapBackend, type LookupFn } from '../../../../src/backends/rimap/backend';
+import { REPLY, RimapBackend, type LookupFn, sanitizeLine } from '../../../../src/backends/rimap/backend';
 import { parseRimapOption } from '../../../../src/backends/rimap/options';
 import type { Outcome } from '../../../../src/backends/backend';
 import { freePort } from '../../../helpers/dovecot';
@@ -38,6 +38,35 @@ function answering(answer: string, greeting = GREETING) {
     const tag = line.split(' ')[0]!;
     sock.write(answer.replace('TAG', tag));
   });
+}
+
+/** Never more than this from a streaming fake, whatever the client does. */
+const STREAM_CAP = 64 * 1024 * 1024;
+
+/**
+ * A server that greets, then, once the LOGIN line has arrived, sends first and
+ * then chunk after chunk for as long as the client reads (up to STREAM_CAP).
+ */
+async function streaming(first: string, chunk: Buffer) {
+  let written = 0;
+  let closedByClient = false;
+  const srv = await fake(async (sock, readLine) => {
+    sock.on('close', () => (closedByClient = written < STREAM_CAP));
+    sock.write(GREETING);
+    await readLine();
+    sock.write(first);
+    const pump = (): void => {
+      while (!sock.destroyed && written < STREAM_CAP) {
+        written += chunk.length;
+        if (!sock.write(chunk)) {
+          sock.once('drain', pump);
+          return;
+        }
+      }
+    };
+    pump();
+  });
+  return { srv, written: () => written, closedByClient: () => closedByClient };
 }
 
 function backend(option: string, lookup?: LookupFn) {
@@ -123,6 +152,23 @@ describe('rimap backend: Cyrus replies', () => {
     assert.equal((await auth(b)).text, REPLY.sync);
   });
 
+  test('a server streaming one endless response is cut off with the error synchronizing alert', async () => {
+    const stream = await streaming('* OK ', Buffer.alloc(64 * 1024, 0x41));
+    const { b } = backend(`127.0.0.1/${stream.srv.port}`);
+    assert.equal((await auth(b)).text, REPLY.sync);
+    await waitFor(() => stream.closedByClient());
+    assert.ok(stream.written() < STREAM_CAP, `${stream.written()} bytes accepted`);
+  });
+
+  test('a server streaming endless short untagged lines is cut off with the error synchronizing alert', async () => {
+    const stream = await streaming('', Buffer.from('* OK still talking\r\n'.repeat(4096)));
+    const { b } = backend(`127.0.0.1/${stream.srv.port}`);
+    // Every line resets the per-read timeout; only the request's deadline would end it.
+    assert.equal((await auth(b, PASSWORD, AbortSignal.timeout(60_000))).text, REPLY.sync);
+    await waitFor(() => stream.closedByClient());
+    assert.ok(stream.written() < STREAM_CAP, `${stream.written()} bytes accepted`);
+  });
+
   test('a refused connection gives Couldn\'t contact remote authentication server', async () => {
     const { b, logText } = backend(`127.0.0.1/${await freePort()}`);
     const o = await auth(b);
@@ -169,6 +215,30 @@ describe('rimap backend: literals and capabilities', () => {
     assert.equal((await auth(b, 'x\ny')).text, REPLY.rejected);
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(!srv.received()[0]!.includes('x\ny'), 'password bytes stayed home');
+  });
+
+  test('a tagged OK in place of the "+" continuation is a protocol error, never a success', async () => {
+    const srv = await fake(async (sock, readLine) => {
+      sock.write(GREETING);
+      await readLine();
+      sock.write('saslauthd OK [CAPABILITY IMAP4rev1] Logged in\r\n');
+    });
+    const { b, logText } = backend(`127.0.0.1/${srv.port}`);
+    const o = await auth(b, 'wrong\npassword');
+    assert.deepEqual([o.ok, o.text, !o.ok && o.kind], [false, REPLY.unexpected, 'unavailable']);
+    assert.match(logText(), /"code":"RIMAP_PROTOCOL".*LOGIN: unexpected response in place of the .*continuation: saslauthd OK/);
+    assert.ok(!srv.received()[0]!.includes('wrong\npassword'), 'password bytes stayed home');
+  });
+
+  test('a tagged BAD in place of the "+" continuation ends LOGIN with the Unexpected response alert', async () => {
+    const srv = await fake(async (sock, readLine) => {
+      sock.write(GREETING);
+      await readLine();
+      sock.write('saslauthd BAD literal refused\r\n');
+    });
+    const { b } = backend(`127.0.0.1/${srv.port}`);
+    const o = await auth(b, 'x\ny');
+    assert.deepEqual([o.ok, o.text, !o.ok && o.kind], [false, REPLY.unexpected, 'unavailable']);
   });
 
   test('LOGINDISABLED on a clear-text connection: the password is not sent', async () => {
@@ -337,6 +407,24 @@ describe('rimap backend: the password stays out of logs', () => {
     assert.equal((await auth(b)).text, REPLY.unexpected);
     assert.match(logText(), /\[redacted\]/);
     assert.ok(!logText().includes(PASSWORD), logText());
+  });
+});
+
+describe('sanitizeLine', () => {
+  test('redacts the password as sent and in its quoted-string form, with " and \\ escaped', () => {
+    const secret = Buffer.from('pa"ss\\wd');
+    assert.equal(sanitizeLine(Buffer.from('saslauthd NO pa"ss\\wd'), [secret]), 'saslauthd NO [redacted]');
+    assert.equal(sanitizeLine(Buffer.from('NO you said "pa\\"ss\\\\wd"'), [secret]), 'NO you said "[redacted]"');
+  });
+
+  test('redacts each piece of a password between its line breaks, as an echoed literal splits it', () => {
+    const secret = Buffer.from('first-line\r\nsecond-line');
+    assert.equal(sanitizeLine(Buffer.from('BAD first-line'), [secret]), 'BAD [redacted]');
+    assert.equal(sanitizeLine(Buffer.from('second-line was there'), [secret]), '[redacted] was there');
+  });
+
+  test('leaves pieces shorter than three bytes, which would blank out common words', () => {
+    assert.equal(sanitizeLine(Buffer.from('NO ab cd'), [Buffer.from('ab\ncd-long')]), 'NO ab cd');
   });
 });
 

@@ -127,6 +127,32 @@ describe('rimap -O: URL forms', () => {
   });
 });
 
+describe('rimap -O: credentials', () => {
+  test('a user and password in -O are refused, and the message masks the password, in any form', () => {
+    for (const option of ['imaps://user:Zq-secret@h', 'imap://user:Zq-secret@h:143?starttls', 'user:Zq-secret@h/143', 'user:Zq-secret@h']) {
+      assert.throws(
+        () => parseRimapOption(option),
+        (err: unknown) =>
+          err instanceof RimapOptionError &&
+          /user:\*\*\*@h.*: user names or passwords do not belong in -O$/.test(err.message) &&
+          !err.message.includes('Zq-secret'),
+        option,
+      );
+    }
+  });
+
+  test('a second server with a password is masked in the message too', () => {
+    assert.throws(
+      () => parseRimapOption('imaps://a,imaps://u:Zq-secret@b'),
+      (err: unknown) => err instanceof RimapOptionError && err.message.startsWith("-O 'imaps://u:***@b'") && !err.message.includes('Zq-secret'),
+    );
+  });
+
+  test('an @ after the ? (a CA file name) is not taken for credentials', () => {
+    assert.equal(one('imaps://h?cafile=/etc/ssl/ca@example.pem').caFile, '/etc/ssl/ca@example.pem');
+  });
+});
+
 describe('rimap -O: several servers', () => {
   test('a comma-separated list keeps its order and mixes forms', () => {
     const list = parseRimapOption('imaps://a.example, b.example/1143 ,[::1]:143');
