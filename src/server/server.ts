@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type pino from 'pino';
 import { native, ListenerEvent, type IncompleteWhy, type NativeListener } from '../native/binding';
+import { LineBudget } from '../log/line-budget';
 import type { ProtocolError } from '../metrics/service';
 import { Exchange } from './exchange';
 
@@ -66,8 +67,12 @@ export function probeSocket(socketPath: string, timeoutMs = 1000): Promise<'live
 export class SaslauthdServer {
   private readonly listener: NativeListener;
   private shared = false;
+  /** Lines a flood of misbehaving clients would repeat: bounded, then summarised. */
+  private readonly budget: LineBudget;
 
   constructor(private readonly opts: ServerOptions) {
+    this.budget = new LineBudget(opts.log);
+    this.budget.start();
     this.listener = new native.Listener(
       (kind, id, arg, service, realm, addr, fingerprint) =>
         kind === ListenerEvent.Request
@@ -94,12 +99,13 @@ export class SaslauthdServer {
   /** What the listener reports besides requests. */
   private onEvent(kind: ListenerEvent, arg: unknown): void {
     const { log } = this.opts;
+    const b = this.budget;
     switch (kind) {
       case ListenerEvent.Request:
         return; // handled in the constructor's callback
       case ListenerEvent.Rejected: {
         const [message, field, length] = arg as [string, string?, number?];
-        log.error(field !== undefined ? { field, length } : {}, message);
+        b.line('error', field !== undefined ? `${field} exceeded MAX_REQ_LEN` : message, field !== undefined ? { field, length } : {}, message);
         if (this.opts.onProtocolError !== undefined) {
           this.opts.onProtocolError(field !== undefined ? 'oversize' : message.includes('login') ? 'null_login' : 'null_password');
         }
@@ -113,10 +119,15 @@ export class SaslauthdServer {
         }
         // A connect-and-close with nothing sent is a probe (a monitor, a
         // daemon checking whether the socket is taken): not worth a line.
-        if (why === 'eof') log[bytes === 0 ? 'debug' : 'info']({ bytes }, 'client closed before the request was complete');
-        else if (why === 'timeout') {
-          log.warn({ bytes, timeoutMs: this.opts.readTimeoutMs }, 'request not received within the read timeout; closing connection');
-        } else log.debug({ bytes, code: detail?.split(' ')[0] }, `connection error before the request was complete: ${detail ?? ''}`);
+        if (why === 'eof') {
+          if (bytes === 0) log.debug({ bytes }, 'client closed before the request was complete');
+          else b.line('info', 'client closed before the request was complete', { bytes }, 'client closed before the request was complete');
+        } else if (why === 'timeout') {
+          const message = 'request not received within the read timeout; closing connection';
+          b.line('warn', 'request not received within the read timeout', { bytes, timeoutMs: this.opts.readTimeoutMs }, message);
+        } else {
+          log.debug({ bytes, code: detail?.split(' ')[0] }, `connection error before the request was complete: ${detail ?? ''}`);
+        }
         return;
       }
       case ListenerEvent.Gone:
@@ -196,6 +207,7 @@ export class SaslauthdServer {
       await new Promise((r) => setTimeout(r, 20));
     }
     this.listener.destroyAll();
+    this.budget.stop();
     if (this.shared) return; // the primary owns the socket file
     fs.rmSync(this.opts.socketPath, { force: true });
   }
