@@ -354,6 +354,7 @@ async function serve(
     throttle,
     backend,
     logLinesDropped: () => logger.dropped,
+    sharedState,
   });
   // The process figures are for scrapes only (the status line needs none).
   const processMetrics = metrics !== undefined && opts.metrics !== undefined ? registerProcessMetrics(metrics.registry) : undefined;

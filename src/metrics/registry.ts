@@ -93,6 +93,13 @@ export class HistogramChild {
     this.sum += v;
     this.count++;
   }
+
+  /** Take over a histogram kept elsewhere with the same buckets (per-bucket counts, the last above them all). */
+  load(counts: readonly number[], sum: number, count: number): void {
+    for (let i = 0; i < this.counts.length; i++) this.counts[i] = counts[i] ?? 0;
+    this.sum = sum;
+    this.count = count;
+  }
 }
 
 abstract class Family<C extends { labels: string }> {

@@ -7,6 +7,7 @@ import type { CredentialCache } from '../auth/cache';
 import type { Throttle } from '../auth/throttle/throttle';
 import type { Backend } from '../backends/backend';
 import type { PoolStats } from '../native/binding';
+import type { SharedStateStats } from '../state/redis';
 import { VERSION } from '../config/options';
 import { type CounterChild, type HistogramChild, Registry } from './registry';
 
@@ -31,6 +32,8 @@ export interface ServiceSources {
   backend: Backend;
   /** Log lines dropped because the journal or syslog did not keep up. */
   logLinesDropped?(): number;
+  /** --state: the fleet's shared store (Redis). */
+  sharedState?: { stats(): SharedStateStats } | undefined;
 }
 
 interface PerResult {
@@ -210,6 +213,9 @@ export class ServiceMetrics {
       });
     }
 
+    const shared = src.sharedState;
+    if (shared !== undefined) this.attachSharedState(shared);
+
     const backend = src.backend;
     if (backend.servers !== undefined) {
       const up = r.gauge(
@@ -224,5 +230,53 @@ export class ServiceMetrics {
         for (const s of servers()) up.child({ mech, server: s.name }).set(s.up ? 1 : 0);
       });
     }
+  }
+
+  /** --state: whether the fleet's store is in use, how it answers, and what was done without it. */
+  private attachSharedState(shared: { stats(): SharedStateStats }): void {
+    const r = this.registry;
+    const first = shared.stats();
+    const up = r
+      .gauge(
+        'saslauthd_state_up',
+        '1 while the throttle (and cache) are shared through the --state store, 0 while this host decides alone.',
+        'min',
+      )
+      .child();
+    const counter = (name: string, help: string): CounterChild => r.counter(name, help).child();
+    const outages = counter(
+      'saslauthd_state_outages_total',
+      'Times the --state store went out of use (unreachable, failing or too slow).',
+    );
+    const ops = counter('saslauthd_state_operations_total', 'Operations the --state store answered.');
+    const errors = counter('saslauthd_state_errors_total', 'Operations that failed (an error reply, a closed connection).');
+    const timeouts = counter('saslauthd_state_timeouts_total', 'Operations not answered within --state-timeout.');
+    const fallbacks = counter(
+      'saslauthd_state_fallbacks_total',
+      "Reads answered from this host's own state instead (store out of use, late or failing).",
+    );
+    const replayed = counter('saslauthd_state_replayed_total', 'Writes replayed to the store after an outage.');
+    const dropped = counter('saslauthd_state_dropped_total', 'Writes dropped because the outage backlog was full.');
+    const backlog = r.gauge('saslauthd_state_backlog', 'Writes waiting for the store to return.').child();
+    const latency = r
+      .histogram(
+        'saslauthd_state_latency_seconds',
+        'Round-trip time of the operations the --state store answered.',
+        first.latency.bucketsMs.map((ms) => ms / 1000),
+      )
+      .child();
+    r.onCollect(() => {
+      const s = shared.stats();
+      up.set(s.up ? 1 : 0);
+      outages.value = s.outages;
+      ops.value = s.ops;
+      errors.value = s.errors;
+      timeouts.value = s.timeouts;
+      fallbacks.value = s.fallbacks;
+      replayed.value = s.replayed;
+      dropped.value = s.dropped;
+      backlog.set(s.backlog);
+      latency.load(s.latency.counts, s.latency.sumMs / 1000, s.latency.count);
+    });
   }
 }

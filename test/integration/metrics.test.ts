@@ -18,6 +18,7 @@ import { freePorts, startSlapd, USERS, type Slapd } from '../helpers/slapd';
 import { serviceConf, startLdapDaemon } from '../helpers/ldap';
 import { sendRequest } from '../../src/client/request';
 import { childPids } from '../helpers/procs';
+import { makeKeyFile, startRedis } from '../helpers/redis';
 
 const PASSWORD = 'Metrics-pw-1';
 const ask = (socket: string, login: string, password: string): Promise<string> =>
@@ -370,6 +371,48 @@ describe('metrics', () => {
         await d.stop();
       }
     });
+  });
+
+  test('--state: the shared store counts as up while Redis answers, and its outage is counted', async () => {
+    const redis = await startRedis();
+    const keyDir = fs.mkdtempSync(path.join(tmp, 'key-'));
+    const sock = path.join(tmp, 'state.sock');
+    const d = await startDaemon({
+      args: [
+        '-a',
+        'shadow',
+        '--metrics',
+        sock,
+        '--state',
+        redis.url(),
+        '--state-key',
+        makeKeyFile(keyDir),
+        '--state-prefix',
+        'metrics-test:',
+      ],
+    });
+    try {
+      await d.waitForLog(/shared state .*connected/);
+      assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK');
+      const up = await scrapeUntil(sock, (x) => sample(x, 'saslauthd_state_operations_total') > 0);
+      assert.equal(sample(up, 'saslauthd_state_up'), 1);
+      const ops = sample(up, 'saslauthd_state_operations_total');
+      assert.equal(sample(up, 'saslauthd_state_latency_seconds_count'), ops, 'each answered operation has its round trip');
+      assert.equal(sample(up, 'saslauthd_state_latency_seconds_bucket{le="+Inf"}'), ops);
+      assert.equal(sample(up, 'saslauthd_state_outages_total'), 0);
+
+      await redis.kill();
+      // The next attempts find the store gone; the daemon decides alone and says so.
+      assert.equal(await ask(d.socketPath, user.name, 'wrong-x'), 'NO Incorrect password');
+      await d.waitForLog(/shared state .*(unavailable|cannot connect)/, 10_000);
+      const down = await scrapeUntil(sock, (x) => sample(x, 'saslauthd_state_up') === 0);
+      assert.equal(sample(down, 'saslauthd_state_up'), 0);
+      assert.ok(sample(down, 'saslauthd_state_outages_total') >= 1);
+      assert.equal(sample(down, 'saslauthd_requests_total{mech="shadow",result="denied"}'), 1);
+    } finally {
+      await d.stop();
+      await redis.stop();
+    }
   });
 
   test('--check shows the metrics address, and warns when it is not loopback', async () => {
