@@ -130,15 +130,15 @@ export class Authenticator {
     const login = this.concatRealm && x.realm.length > 0 ? `${x.login}@${x.realm}` : x.login;
     const cache = this.cache;
     const cacheId = cache !== undefined ? CredentialCache.id(login, x.realm, x.service) : '';
-    const metrics = this.metrics;
-    const t0 = metrics !== undefined ? performance.now() : 0;
     // A cache hit is answered here, synchronously: the hottest path of all
     // needs no promise, no throttle and no mechanism.
     if (cache !== undefined && cache.mode === 'normal' && cache.lookup(cacheId, x.fingerprint)) {
       x.answer('OK');
-      if (metrics !== undefined) {
-        metrics.cacheHit();
-        metrics.request('ok', performance.now() - t0);
+      if (this.metrics !== undefined) {
+        // Answered within this call, in well under a microsecond: counted as
+        // 0 s rather than paying two clock reads, the bulk of counting's cost.
+        this.metrics.cacheHit();
+        this.metrics.request('ok', 0);
       }
       if (this.resultLog.isLevelEnabled('debug')) {
         this.logCached({ login, service: x.service, realm: x.realm, clientAddr: x.clientAddr }, 'auth success (cached)', 'debug');
