@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DAEMON_BIN, CLIENT_BIN, startDaemon, waitForSocket } from '../helpers/daemon';
 import { runTool } from '../helpers/testsaslauthd';
+import { startFakeImapServer } from '../helpers/tcp';
 import { createUser, removeAllUsers, userName } from '../helpers/users';
 import { sendRequest } from '../../src/client/request';
 
@@ -116,15 +117,42 @@ describe('saslauthd-ts command line', () => {
   });
 
   test('SIGTERM answers the request in flight, removes the socket and exits 0', async () => {
-    const u = createUser(userName('term'), 'Term-pw1');
-    const d = await startDaemon({ args: ['-a', 'shadow'] });
-    const inFlight = sendRequest(d.socketPath, { login: u.name, password: u.password, service: '', realm: '' });
-    await new Promise((r) => setTimeout(r, 5)); // request is being hashed (yescrypt, ~20+ ms)
-    const stopped = d.stop();
-    assert.equal(await inFlight, 'OK');
-    assert.equal(await stopped, 0);
-    assert.equal(fs.existsSync(d.socketPath), false);
-    await d.waitForLog(/master exited/);
+    // rimap against a fake IMAP server that holds its answer to LOGIN until
+    // the daemon has taken SIGTERM: the request is in flight by construction,
+    // whatever the machine's speed.
+    let atLogin!: () => void;
+    const loginSent = new Promise<void>((r) => (atLogin = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const imap = await startFakeImapServer(async (sock, readLine, readBytes) => {
+      sock.write('* OK fake ready\r\n');
+      let line = await readLine();
+      for (;;) {
+        const m = /\{(\d+)\}\r\n$/.exec(line);
+        if (m === null) break;
+        sock.write('+ go on\r\n');
+        await readBytes(Number(m[1]));
+        line = await readLine();
+      }
+      atLogin();
+      await released;
+      sock.write('saslauthd OK logged in\r\n');
+    });
+    try {
+      const d = await startDaemon({ args: ['-a', 'rimap', '-O', `127.0.0.1/${imap.port}`] });
+      const inFlight = sendRequest(d.socketPath, { login: 'alice', password: 'Term-pw1', service: 'imap', realm: '' });
+      await loginSent;
+      const stopped = d.stop();
+      await d.waitForLog(/shutting down/);
+      release();
+      assert.equal(await inFlight, 'OK remote authentication successful');
+      assert.equal(await stopped, 0);
+      assert.equal(fs.existsSync(d.socketPath), false);
+      await d.waitForLog(/master exited/);
+    } finally {
+      release();
+      await imap.close();
+    }
   });
 
   test('detaches like Cyrus: exits 0 once listening, writes saslauthd.pid, and cleans up on SIGTERM', async () => {
