@@ -3,11 +3,13 @@
 // SIGTERM that answers in-flight requests first.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DAEMON_BIN, CLIENT_BIN, startDaemon, waitForSocket } from '../helpers/daemon';
 import { runTool } from '../helpers/testsaslauthd';
+import { childPids } from '../helpers/procs';
 import { startFakeImapServer } from '../helpers/tcp';
 import { createUser, removeAllUsers, userName } from '../helpers/users';
 import { sendRequest } from '../../src/client/request';
@@ -152,6 +154,33 @@ describe('saslauthd-ts command line', () => {
     } finally {
       release();
       await imap.close();
+    }
+  });
+
+  test('a SIGTERM that comes as soon as the socket listens still stops the daemon cleanly', async () => {
+    // strace holds the daemon on its way back from listen(2) (for 5 s, far
+    // longer than a connect takes): the socket already takes connections,
+    // so a client or an init script may signal us, while the rest of
+    // startup has not run yet. The signal must find our handler, not the
+    // default action that kills the daemon and leaves its socket behind.
+    const dir = tmp();
+    const tracer = spawn(
+      'strace',
+      ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=listen', '-e', 'inject=listen:delay_exit=5000000', node, DAEMON_BIN, '-f', '-a', 'shadow', '-m', dir],
+      { stdio: 'ignore' },
+    );
+    const exited = new Promise<string>((resolve) => tracer.once('exit', (code, signal) => resolve(signal ?? String(code))));
+    try {
+      await waitForSocket(path.join(dir, 'mux'), 10_000, tracer);
+      const [pid] = childPids(tracer.pid!);
+      assert.ok(pid !== undefined, 'the daemon runs under strace');
+      assert.match(fs.readFileSync(`/proc/${pid}/status`, 'utf8'), /^State:\s+t/m, 'still held in listen(2)');
+      process.kill(pid, 'SIGTERM');
+      // strace exits as the daemon did (with its status, or by its signal).
+      assert.equal(await exited, '0');
+      assert.equal(fs.existsSync(path.join(dir, 'mux')), false, 'socket removed');
+    } finally {
+      tracer.kill('SIGKILL');
     }
   });
 
