@@ -7,6 +7,7 @@ import net from 'node:net';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
 import { createUser, removeAllUsers, runCmd, userName } from '../helpers/users';
 import { field, lengthOnly, rawExchange, reply, request } from '../helpers/frames';
+import { connectionsHeld } from '../helpers/procs';
 import { sendRequest } from '../../src/client/request';
 
 const PASSWORD = 'Pr0tocol-pw';
@@ -72,19 +73,6 @@ function holdOpen(socketPath: string, first: Buffer): Promise<HeldClient> {
     });
     s.once('error', reject);
   });
-}
-
-/** Socket descriptors a process holds (its listening socket and every connection). */
-function socketFds(pid: number): number {
-  let n = 0;
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:')) n++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return n;
 }
 
 // shadow without a cache is answered inside the native listener (decode,
@@ -280,7 +268,6 @@ for (const [path, extraArgs] of PATHS) {
       const pid = held.child.pid!;
       const sockets: net.Socket[] = [];
       try {
-        const before = socketFds(pid);
         // Opened in batches, as connections arrive in real life: a burst of
         // 3,000 connect() calls at once overflows any listen backlog.
         for (let batch = 0; batch < 15; batch++) {
@@ -297,10 +284,10 @@ for (const [path, extraArgs] of PATHS) {
           );
         }
         // Connected is not yet accepted: wait until the daemon holds every one.
-        while (socketFds(pid) < before + 3000) await new Promise((r) => setTimeout(r, 20));
+        while (connectionsHeld(pid, held.socketPath) < 3000) await new Promise((r) => setTimeout(r, 20));
         const answer = await sendRequest(held.socketPath, { login: user, password: PASSWORD, service: 'imap', realm: '' });
         assert.equal(answer, 'OK');
-        assert.equal(socketFds(pid), before + 3000, 'all 3,000 still open in the daemon after the login');
+        assert.equal(connectionsHeld(pid, held.socketPath), 3000, 'all 3,000 still open in the daemon after the login');
         assert.ok(
           sockets.every((s) => !s.destroyed && s.readyState === 'open'),
           'no client saw its connection closed',
