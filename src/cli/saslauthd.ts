@@ -361,13 +361,20 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   if (workers > 1) return runPrimary(opts, logger, detachedChild, workers);
 
   const { log } = logger;
-  const svc = await serve(opts, logger);
-  const pidFile = announce(opts, log, detachedChild, 1);
+  // The handlers go in before the socket listens: a client (or an init
+  // script) may signal us as soon as it can connect, and a SIGTERM or SIGHUP
+  // that came before them would kill the daemon, leaving its pid file behind.
+  // One arriving during startup waits for it to finish.
+  const serving = serve(opts, logger);
+  const ready = serving.catch(() => undefined); // a startup failure is reported below
   onStopSignals(logger, async () => {
-    await stopService(svc, opts.authTimeoutMs);
-    if (detachedChild) fs.rmSync(pidFile, { force: true });
+    const svc = await ready;
+    if (svc !== undefined) await stopService(svc, opts.authTimeoutMs);
+    if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
   });
-  process.on('SIGHUP', () => reload(svc, log));
+  process.on('SIGHUP', () => void ready.then((svc) => svc !== undefined && reload(svc, log)));
+  await serving;
+  announce(opts, log, detachedChild, 1);
 }
 
 /**
