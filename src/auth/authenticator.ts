@@ -202,6 +202,7 @@ export class Authenticator {
       timeoutMs: this.timeoutMs,
       queue: { high: adm?.knownGood ?? false, fp: x.fp, shedAfterMs: adm?.shedAfterMs ?? 0 },
       holdFailure: adm?.holdFailure ?? false,
+      holdSuccess: cache !== undefined,
       exchange: x,
     };
     if (x.clientAddr !== undefined) req.clientAddr = x.clientAddr;

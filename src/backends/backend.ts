@@ -27,6 +27,13 @@ export interface AuthRequest {
   queue?: Omit<QueueOptions, 'timeoutMs'>;
   /** The throttle will hold a refusal back: a mechanism that answers the client itself must not answer a NO. */
   holdFailure?: boolean;
+  /**
+   * The credential cache records a success before it is sent (as Cyrus
+   * commits before it answers): a mechanism that answers the client itself
+   * must not send an OK either, or a quick next request could still meet the
+   * entry it replaces.
+   */
+  holdSuccess?: boolean;
   /** The connection, for a mechanism that checks and answers natively (shadow). */
   exchange?: Exchange;
   /**

@@ -6,7 +6,7 @@
 // decides answers the client itself: the password never reaches JavaScript.
 import fs from 'node:fs';
 import type pino from 'pino';
-import { native, ShadowCode } from '../native/binding';
+import { native, ShadowCode, ShadowHold } from '../native/binding';
 import { chooseDummyHash } from '../crypt/dummy-hash';
 import {
   type Backend,
@@ -79,7 +79,8 @@ export const createShadowBackend: BackendFactory = async ({ log }) => {
       const x = req.exchange;
       if (x === undefined) return unavailable('NO internal mechanism failure', 'shadow: the request has no connection');
       const q = queueOf(req);
-      const verdict = await x.checkShadow(req.login, q, req.holdFailure ?? false);
+      const hold = (req.holdFailure ? ShadowHold.Failure : 0) | (req.holdSuccess ? ShadowHold.Success : 0);
+      const verdict = await x.checkShadow(req.login, q, hold);
       if (verdict === undefined) return unavailable('NO internal mechanism failure', 'shadow: the client left before the check');
       const [code, text, answered] = verdict;
       if (code === -1) return { ...timedOut(req.timeoutMs ?? Math.round(q.timeoutMs)), answered };

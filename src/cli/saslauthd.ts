@@ -434,29 +434,37 @@ async function runDaemon(opts: DaemonOptions, logger: DaemonLogger, detachedChil
   if (workers > 1) return runPrimary(opts, logger, detachedChild, workers);
 
   const { log } = logger;
-  const svc = await serve(opts, logger);
+  // The handlers go in before the socket listens: a client (or an init
+  // script) may signal us as soon as it can connect, and a SIGTERM or SIGHUP
+  // that came before them would kill the daemon, leaving its pid file behind.
+  // One arriving during startup waits for it to finish.
+  const serving = serve(opts, logger);
+  const ready = serving.catch(() => undefined); // a startup failure is reported below
+  // Started once the socket listens; a stop signal may come before.
+  const later: { endpoint?: MetricsServer; status?: StatusLine | undefined } = {};
+  onStopSignals(
+    logger,
+    async () => {
+      await later.endpoint?.close();
+      const svc = await ready;
+      if (svc !== undefined) await stopService(svc, opts.authTimeoutMs);
+      if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
+    },
+    () => later.status?.stop(),
+  );
+  process.on('SIGHUP', () => void ready.then((svc) => svc !== undefined && reload(svc, log)));
+  const svc = await serving;
   const metrics = svc.metrics;
-  let endpoint: MetricsServer | undefined;
   if (opts.metrics !== undefined && metrics !== undefined) {
     try {
-      endpoint = await startMetricsEndpoint(opts.metrics, async () => render(await metrics.registry.snapshot()), log);
+      later.endpoint = await startMetricsEndpoint(opts.metrics, async () => render(await metrics.registry.snapshot()), log);
     } catch (err) {
       await stopService(svc, 0);
       throw err;
     }
   }
-  const pidFile = announce(opts, log, detachedChild, 1);
-  const status = metrics !== undefined ? startStatusLine(opts.mech, () => metrics.registry.snapshot(false), log) : undefined;
-  onStopSignals(
-    logger,
-    async () => {
-      await endpoint?.close();
-      await stopService(svc, opts.authTimeoutMs);
-      if (detachedChild) fs.rmSync(pidFile, { force: true });
-    },
-    () => status?.stop(),
-  );
-  process.on('SIGHUP', () => reload(svc, log));
+  announce(opts, log, detachedChild, 1);
+  if (metrics !== undefined) later.status = startStatusLine(opts.mech, () => metrics.registry.snapshot(false), log);
 }
 
 /**

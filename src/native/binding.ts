@@ -65,6 +65,14 @@ export type NativeRequest = [string, string, string, string | undefined, Buffer]
 /** Why a connection closed before its request was complete. */
 export type IncompleteWhy = 'eof' | 'timeout' | 'error';
 
+/** Answers a native shadow check leaves for JavaScript to send (src/native/shadow_task.h). */
+export const enum ShadowHold {
+  /** A refusal the throttle delays. */
+  Failure = 1,
+  /** A success the credential cache must record before it is sent. */
+  Success = 2,
+}
+
 /** A native shadow check's end: [code (ShadowCode, or -1 expired, -2 shed), reply text, already answered to the client]. */
 export type NativeShadowVerdict = [ShadowCode | -1 | -2, string, boolean];
 
@@ -81,9 +89,9 @@ export interface NativeListener {
   /**
    * Check the request's password with the shadow mechanism on the hashing
    * pool, as user (Latin-1). The hashing thread answers the client itself,
-   * except a refusal when holdFailure is set, or a check that expired or was
-   * shed: JavaScript answers those. Undefined if the request is not waiting
-   * for JavaScript (answered, gone).
+   * except what hold (ShadowHold bits) keeps for JavaScript, and a check that
+   * expired or was shed. Undefined if the request is not waiting for
+   * JavaScript (answered, gone).
    */
   checkShadow(
     id: number,
@@ -92,7 +100,7 @@ export interface NativeListener {
     high: boolean,
     fp: number,
     shedAfterMs: number,
-    holdFailure: boolean,
+    hold: number,
   ): Promise<NativeShadowVerdict> | undefined;
   destroy(id: number): void;
   stopAccepting(): void;

@@ -156,21 +156,21 @@ Napi::Value Listener::Password(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, pw.data, pw.size);
 }
 
-// checkShadow(id, user, timeoutMs, high, fp, shedAfterMs, holdFailure)
+// checkShadow(id, user, timeoutMs, high, fp, shedAfterMs, hold)
 Napi::Value Listener::CheckShadow(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 7 || !info[1].IsString() || !info[2].IsNumber() || !info[3].IsBoolean() ||
-      !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsBoolean()) {
+      !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsNumber()) {
     Napi::TypeError::New(env,
                          "checkShadow(id, user: string, timeoutMs: number, high: boolean, fp: number, "
-                         "shedAfterMs: number, holdFailure: boolean)")
+                         "shedAfterMs: number, hold: number)")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   Conn* c = Find(info[0]);
   if (c == nullptr || c->state != ConnState::kDeciding) return env.Undefined();
   auto* t = new ShadowTask(env, this, c->id, c->fd, Latin1Bytes(info[1]), c->request.field(RequestDecoder::kPassword),
-                           info[2].As<Napi::Number>().DoubleValue(), info[6].As<Napi::Boolean>().Value());
+                           info[2].As<Napi::Number>().DoubleValue(), info[6].As<Napi::Number>().Int32Value());
   t->SetPriority(info[3].As<Napi::Boolean>().Value(), info[4].As<Napi::Number>().Uint32Value());
   t->SetShedAfter(info[5].As<Napi::Number>().DoubleValue());
   Napi::Promise p = t->Promise();

@@ -13,7 +13,7 @@
 //     .open(fd)              accept on a listening socket (ours, or inherited)
 //     .reply(id, bytes)      write, shutdown(SHUT_WR), discard input until EOF
 //     .password(id)          a copy of the request's password (the caller wipes it)
-//     .checkShadow(id, user, timeoutMs, high, fp, shedAfterMs, holdFailure)
+//     .checkShadow(id, user, timeoutMs, high, fp, shedAfterMs, hold)
 //                            -> Promise<[code, text, answered]>
 //     .destroy(id)           close now
 //     .stopAccepting()       stop, and close this process's listening descriptor

@@ -28,10 +28,6 @@
 namespace saslauthd {
 namespace {
 
-// Linux-PAM's prompt for a user name when the application set no
-// PAM_USER_PROMPT (pam_get_user's default).
-constexpr const char* kDefaultUserPrompt = "login:";
-
 struct ConvData {
   const char* login;
   const char* password;
@@ -52,9 +48,17 @@ void FreeResponses(pam_response* resp, int n) {
 }
 
 // Cyrus saslauthd_pam_conv: ECHO_OFF is the password; ECHO_ON is the login
-// only when its text is the user prompt, else an empty (NULL) answer; info and
+// only when its text is PAM_USER_PROMPT, else an empty (NULL) answer; info and
 // error messages are ignored; any other style fails the conversation. Every
 // message of the call gets its own response slot (num_msg of them).
+//
+// With PAM_USER_PROMPT unset (nothing sets it: pam_start does not, and
+// neither do we or Cyrus), Cyrus 2.1.28 passes the NULL item to strcmp and
+// the process dies (Debian's build segfaults in libc; the client gets no
+// answer). We cannot copy a crash; the nearest answer keeps Cyrus's rule:
+// no text equals an unset prompt, so the message gets an empty answer, as
+// any prompt other than the user prompt does. (Linux-PAM's own default,
+// "login:", is pam_get_user's, and Cyrus never compares against it.)
 int Converse(int num_msg, const struct pam_message** msg, struct pam_response** resp, void* appdata) {
   auto* data = static_cast<ConvData*>(appdata);
   if (num_msg <= 0 || num_msg > PAM_MAX_NUM_MSG || msg == nullptr || resp == nullptr) return PAM_CONV_ERR;
@@ -77,8 +81,8 @@ int Converse(int num_msg, const struct pam_message** msg, struct pam_response** 
           FreeResponses(out, i);
           return PAM_CONV_ERR;
         }
-        const char* prompt = item != nullptr ? static_cast<const char*>(item) : kDefaultUserPrompt;
-        if (msg[i]->msg != nullptr && strcmp(msg[i]->msg, prompt) == 0) {
+        const char* prompt = static_cast<const char*>(item);
+        if (prompt != nullptr && msg[i]->msg != nullptr && strcmp(msg[i]->msg, prompt) == 0) {
           out[i].resp = strdup(data->login);
           if (out[i].resp == nullptr) {
             FreeResponses(out, i);

@@ -10,14 +10,14 @@
 namespace saslauthd {
 
 ShadowTask::ShadowTask(Napi::Env env, Listener* owner, uint64_t conn_id, int fd, std::string user, Field password,
-                       double timeout_ms, bool hold_failure)
+                       double timeout_ms, int hold)
     : PoolTask(timeout_ms),
       owner_(owner),
       conn_id_(conn_id),
       fd_(fd),
       user_(std::move(user)),
       password_(password.data, password.size),
-      hold_failure_(hold_failure),
+      hold_(hold),
       deferred_(Napi::Promise::Deferred::New(env)) {}
 
 std::string ShadowTask::CountedString(const std::string& text) {
@@ -30,8 +30,10 @@ std::string ShadowTask::CountedString(const std::string& text) {
 void ShadowTask::Execute() {
   verdict_ = CheckShadow(user_.c_str(), password_.c_str());
   text_ = ShadowReplyText(verdict_);
-  // A refusal the throttle holds back is JavaScript's to send, later.
-  if (hold_failure_ && verdict_.code != kOk) return;
+  // A refusal the throttle holds back, or a success the credential cache
+  // must record first (as Cyrus commits before it answers), is JavaScript's
+  // to send.
+  if ((hold_ & (verdict_.code == kOk ? kHoldSuccess : kHoldFailure)) != 0) return;
   int expected = kUnclaimed;
   if (!writer_.compare_exchange_strong(expected, kPoolWriting)) return;
   wire_ = CountedString(text_);

@@ -32,8 +32,12 @@ class ShadowTask : public PoolTask {
  public:
   enum Writer { kUnclaimed, kPoolWriting, kPoolDone, kMain };
 
+  // Answers JavaScript sends itself instead of the hashing thread (a mask):
+  // a refusal the throttle delays, a success the cache must commit first.
+  enum Hold { kHoldFailure = 1, kHoldSuccess = 2 };
+
   ShadowTask(Napi::Env env, Listener* owner, uint64_t conn_id, int fd, std::string user, Field password,
-             double timeout_ms, bool hold_failure);
+             double timeout_ms, int hold);
 
   void Execute() override;
   void Finish(Napi::Env env, Fate fate) override;
@@ -62,7 +66,7 @@ class ShadowTask : public PoolTask {
   int fd_;
   std::string user_;  // what the mechanism sees (after any -r join)
   SecretBytes password_;
-  bool hold_failure_;
+  int hold_;
   ShadowVerdict verdict_{kIncorrectPassword, ""};
   std::string text_;
   std::atomic<int> writer_{kUnclaimed};

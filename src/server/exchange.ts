@@ -46,10 +46,10 @@ export class Exchange {
 
   /**
    * The shadow mechanism, checked natively; its hashing thread answers the
-   * client itself unless holdFailure keeps a refusal for us to send later.
+   * client itself, except the answers hold (ShadowHold bits) keeps for us.
    */
-  async checkShadow(user: string, q: Required<QueueOptions>, holdFailure: boolean): Promise<NativeShadowVerdict | undefined> {
-    const p = this.listener.checkShadow(this.id, user, q.timeoutMs, q.high, q.fp, q.shedAfterMs, holdFailure);
+  async checkShadow(user: string, q: Required<QueueOptions>, hold: number): Promise<NativeShadowVerdict | undefined> {
+    const p = this.listener.checkShadow(this.id, user, q.timeoutMs, q.high, q.fp, q.shedAfterMs, hold);
     if (p === undefined) return undefined;
     const verdict = await p;
     if (verdict[2]) this.answered = true;

@@ -15,7 +15,7 @@ export interface RunningDaemon {
   socketPath: string;
   child: ChildProcess;
   /** Everything the daemon wrote to stdout and stderr so far. */
-  output(): string;
+  output: () => string;
   /** Waits until a log line matching re appears (or throws after timeoutMs). */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
   /** SIGTERM and wait for exit; returns the exit code. Removes the run dir if startDaemon made it. */

@@ -45,7 +45,7 @@ export interface PostfixInstance {
   runDir: string;
   ports: number[];
   logFile: string;
-  log(): string;
+  log: () => string;
   /** Wait for a maillog line matching re. */
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;

@@ -61,3 +61,6 @@ export function openConnections(pid: number, socketPath: string): number {
   }
   return n;
 }
+
+/** The daemon's connections on its socket (the name some tests use for openConnections). */
+export const connectionsHeld = openConnections;

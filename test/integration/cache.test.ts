@@ -44,3 +44,21 @@ test('SIGHUP empties the cache', async () => {
     await d.stop();
   }
 });
+
+test('a success is in the cache before it is answered: the very next request with the replaced password is refused', async () => {
+  // Cyrus commits, then answers. Answered first (by the hashing thread) and
+  // committed after, a quick next request would still meet the old entry.
+  const u = createUser(userName('cor'), 'Pass-0', 'sha512crypt');
+  const d = await startDaemon({ args: ['-a', 'shadow', '-c'] });
+  const ask = (password: string): Promise<string> => sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  try {
+    assert.equal(await ask('Pass-0'), 'OK');
+    for (let i = 1; i <= 15; i++) {
+      runCmd('chpasswd', ['-c', 'SHA512'], `${u.name}:Pass-${i}\n`);
+      assert.equal(await ask(`Pass-${i}`), 'OK');
+      assert.equal(await ask(`Pass-${i - 1}`), 'NO Incorrect password', `round ${i}: the replaced password`);
+    }
+  } finally {
+    await d.stop();
+  }
+});

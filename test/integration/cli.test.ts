@@ -10,6 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { DAEMON_BIN, CLIENT_BIN, startDaemon, waitForSocket } from '../helpers/daemon';
 import { runTool } from '../helpers/testsaslauthd';
+import { childPids } from '../helpers/procs';
+import { startFakeImapServer } from '../helpers/tcp';
 import { createUser, removeAllUsers, userName } from '../helpers/users';
 import { sendRequest } from '../../src/client/request';
 
@@ -118,15 +120,69 @@ describe('saslauthd-ts command line', () => {
   });
 
   test('SIGTERM answers the request in flight, removes the socket and exits 0', async () => {
-    const u = createUser(userName('term'), 'Term-pw1');
-    const d = await startDaemon({ args: ['-a', 'shadow'] });
-    const inFlight = sendRequest(d.socketPath, { login: u.name, password: u.password, service: '', realm: '' });
-    await new Promise((r) => setTimeout(r, 5)); // request is being hashed (yescrypt, ~20+ ms)
-    const stopped = d.stop();
-    assert.equal(await inFlight, 'OK');
-    assert.equal(await stopped, 0);
-    assert.equal(fs.existsSync(d.socketPath), false);
-    await d.waitForLog(/master exited/);
+    // rimap against a fake IMAP server that holds its answer to LOGIN until
+    // the daemon has taken SIGTERM: the request is in flight by construction,
+    // whatever the machine's speed.
+    let atLogin!: () => void;
+    const loginSent = new Promise<void>((r) => (atLogin = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const imap = await startFakeImapServer(async (sock, readLine, readBytes) => {
+      sock.write('* OK fake ready\r\n');
+      let line = await readLine();
+      for (;;) {
+        const m = /\{(\d+)\}\r\n$/.exec(line);
+        if (m === null) break;
+        sock.write('+ go on\r\n');
+        await readBytes(Number(m[1]));
+        line = await readLine();
+      }
+      atLogin();
+      await released;
+      sock.write('saslauthd OK logged in\r\n');
+    });
+    try {
+      const d = await startDaemon({ args: ['-a', 'rimap', '-O', `127.0.0.1/${imap.port}`] });
+      const inFlight = sendRequest(d.socketPath, { login: 'alice', password: 'Term-pw1', service: 'imap', realm: '' });
+      await loginSent;
+      const stopped = d.stop();
+      await d.waitForLog(/shutting down/);
+      release();
+      assert.equal(await inFlight, 'OK remote authentication successful');
+      assert.equal(await stopped, 0);
+      assert.equal(fs.existsSync(d.socketPath), false);
+      await d.waitForLog(/master exited/);
+    } finally {
+      release();
+      await imap.close();
+    }
+  });
+
+  test('a SIGTERM that comes as soon as the socket listens still stops the daemon cleanly', async () => {
+    // strace holds the daemon on its way back from listen(2) (for 5 s, far
+    // longer than a connect takes): the socket already takes connections,
+    // so a client or an init script may signal us, while the rest of
+    // startup has not run yet. The signal must find our handler, not the
+    // default action that kills the daemon and leaves its socket behind.
+    const dir = tmp();
+    const tracer = spawn(
+      'strace',
+      ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=listen', '-e', 'inject=listen:delay_exit=5000000', node, DAEMON_BIN, '-f', '-a', 'shadow', '-m', dir],
+      { stdio: 'ignore' },
+    );
+    const exited = new Promise<string>((resolve) => tracer.once('exit', (code, signal) => resolve(signal ?? String(code))));
+    try {
+      await waitForSocket(path.join(dir, 'mux'), 10_000, tracer);
+      const [pid] = childPids(tracer.pid!);
+      assert.ok(pid !== undefined, 'the daemon runs under strace');
+      assert.match(fs.readFileSync(`/proc/${pid}/status`, 'utf8'), /^State:\s+t/m, 'still held in listen(2)');
+      process.kill(pid, 'SIGTERM');
+      // strace exits as the daemon did (with its status, or by its signal).
+      assert.equal(await exited, '0');
+      assert.equal(fs.existsSync(path.join(dir, 'mux')), false, 'socket removed');
+    } finally {
+      tracer.kill('SIGKILL');
+    }
   });
 
   test('detaches like Cyrus: exits 0 once listening, writes saslauthd.pid, and cleans up on SIGTERM', async () => {

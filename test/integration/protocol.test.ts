@@ -7,9 +7,73 @@ import net from 'node:net';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
 import { createUser, removeAllUsers, runCmd, userName } from '../helpers/users';
 import { field, lengthOnly, rawExchange, reply, request } from '../helpers/frames';
+import { connectionsHeld } from '../helpers/procs';
 import { sendRequest } from '../../src/client/request';
 
 const PASSWORD = 'Pr0tocol-pw';
+
+/**
+ * A client that never closes its own side (allowHalfOpen): what the daemon
+ * does with the connection after its answer is then up to the daemon alone.
+ */
+interface HeldClient {
+  /** Bytes received so far. */
+  bytes(): Buffer;
+  /** Resolves once at least n bytes have arrived; rejects if the connection ends first. */
+  received(n: number): Promise<Buffer>;
+  /** Resolves once the daemon has sent EOF (its half-close or its close). */
+  eof: Promise<void>;
+  /** Resolves once the connection is gone, both ways. */
+  closed: Promise<void>;
+  /** Writes b: true if the daemon's side is still open, false once it has closed (EPIPE). */
+  write(b: Buffer): Promise<boolean>;
+  /** Ends our side (EOF to the daemon). */
+  end(): void;
+  destroy(): void;
+}
+
+function holdOpen(socketPath: string, first: Buffer): Promise<HeldClient> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ path: socketPath, allowHalfOpen: true });
+    const got: Buffer[] = [];
+    let ended = false;
+    const wake: Array<() => void> = [];
+    let onEof!: () => void;
+    const eof = new Promise<void>((r) => (onEof = r));
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    s.on('data', (d: Buffer) => {
+      got.push(d);
+      for (const w of wake.splice(0)) w();
+    });
+    s.on('end', () => {
+      ended = true;
+      onEof();
+      for (const w of wake.splice(0)) w();
+    });
+    // EPIPE and ECONNRESET are what write() reports; nothing else is expected.
+    s.on('error', () => undefined);
+    s.once('connect', () => {
+      s.write(first);
+      resolve({
+        bytes: () => Buffer.concat(got),
+        async received(n) {
+          for (;;) {
+            const all = Buffer.concat(got);
+            if (all.length >= n) return all;
+            if (ended || s.destroyed) throw new Error(`connection ended after ${all.length} of ${n} bytes`);
+            await new Promise<void>((r) => wake.push(r));
+          }
+        },
+        eof,
+        closed,
+        write: (b) => new Promise<boolean>((r) => (s.destroyed ? r(false) : s.write(b, (err) => r(err == null)))),
+        end: () => s.end(),
+        destroy: () => s.destroy(),
+      });
+    });
+    s.once('error', reject);
+  });
+}
 
 // shadow without a cache is answered inside the native listener (decode,
 // checks, reply in C++); with -c every request goes through the JavaScript
@@ -38,10 +102,15 @@ for (const [path, extraArgs] of PATHS) {
     });
 
     test('answers a valid request with the 4 bytes \\0\\2OK, then half-closes', async () => {
-      const r = await rawExchange(d.socketPath, [good()]);
-      assert.deepEqual(r.bytes, Buffer.from('\0\x02OK', 'latin1'));
-      assert.equal(r.closedByServer, true, 'the client sees EOF after the reply (shutdown SHUT_WR)');
-      assert.ok(r.elapsedMs < 900, `EOF after ${r.elapsedMs} ms, before the 1 s drain deadline`);
+      const c = await holdOpen(d.socketPath, good());
+      try {
+        await c.eof;
+        assert.deepEqual(c.bytes(), Buffer.from('\0\x02OK', 'latin1'));
+        // A half-close (shutdown SHUT_WR), not a close: the daemon still takes our bytes.
+        assert.equal(await c.write(Buffer.from('x')), true, 'the EOF was a close, not a half-close');
+      } finally {
+        c.destroy();
+      }
     });
 
     test('answers the 3-byte NO for a field longer than 256 bytes, without reading it', async () => {
@@ -106,10 +175,26 @@ for (const [path, extraArgs] of PATHS) {
       await d.waitForLog(/request not received within the read timeout/);
     });
 
-    test('closes a client that keeps the connection open after its answer (drain deadline)', async () => {
-      const r = await rawExchange(d.socketPath, [good()], { timeoutMs: 10_000 });
-      assert.deepEqual(r.bytes, reply('OK'));
-      assert.equal(r.closedByServer, true);
+    // The timeouts below only guard against a hang: a daemon that never
+    // drains, never answers four fields or never accepts would block forever.
+    test('closes a client that keeps the connection open after its answer, once the drain deadline (1 s) has passed', { timeout: 30_000 }, async () => {
+      // Counted from before the connect: the daemon's drain timer starts
+      // later (at its answer), so it cannot fire sooner than this on any machine.
+      const t0 = performance.now();
+      const c = await holdOpen(d.socketPath, good());
+      try {
+        assert.deepEqual(await c.received(4), reply('OK'));
+        await c.eof;
+        // EOF was the half-close that follows the answer: our side is still read (and discarded).
+        assert.equal(await c.write(Buffer.from('x')), true, 'the daemon closed at once instead of draining');
+        // We never close: only the drain deadline can end the connection.
+        while (await c.write(Buffer.from('x'))) await new Promise((r) => setTimeout(r, 20));
+        const ms = performance.now() - t0;
+        assert.ok(ms >= 1000, `closed ${ms.toFixed(0)} ms after connecting, before the 1 s drain deadline`);
+        assert.deepEqual(c.bytes(), reply('OK'), 'nothing but the answer');
+      } finally {
+        c.destroy();
+      }
     });
 
     test('answers a client that half-closes right after sending', async () => {
@@ -130,10 +215,29 @@ for (const [path, extraArgs] of PATHS) {
       await d.waitForLog(/\[remote=192\.0\.2\.9;4242\]/);
     });
 
-    test('answers as soon as the 4th field arrives even when a 5th follows later', async () => {
-      const four = good();
-      const r = await rawExchange(d.socketPath, [four, field('192.0.2.9;1')], { delayMs: 1500, timeoutMs: 8000 });
-      assert.deepEqual(r.bytes, reply('OK'));
+    test('answers as soon as the 4th field arrives even when a 5th follows later', { timeout: 30_000 }, async () => {
+      // A unique service tells this request's log line from the others.
+      const service = `four${Math.random().toString(36).slice(2, 8)}`;
+      const c = await holdOpen(d.socketPath, request({ login: user, password: PASSWORD, service, realm: '' }));
+      try {
+        // Four fields sent, the connection held open, no 5th yet: the answer
+        // must come anyway (a daemon that waited for more would time out the
+        // read after 1 s and close without one).
+        assert.deepEqual(await c.received(4), reply('OK'));
+        // The 5th, late, into the still open connection: discarded. No
+        // second answer, and the answer's log line has no address.
+        assert.equal(await c.write(field('192.0.2.55;5555')), true, 'the connection was still open');
+        c.end();
+        const line = await d.waitForLog(new RegExp(`auth success: \\[user=${user}\\] \\[service=${service}\\]`));
+        assert.doesNotMatch(line, /remote=/, 'answered from four fields');
+        await c.closed;
+        assert.deepEqual(c.bytes(), reply('OK'));
+        const lines = d.output().split('\n').filter((l) => l.includes(`[service=${service}]`));
+        assert.equal(lines.length, 1, lines.join('\n'));
+        assert.doesNotMatch(d.output(), /192\.0\.2\.55/);
+      } finally {
+        c.destroy();
+      }
     });
 
     test('ignores bytes after the request and still answers', async () => {
@@ -157,7 +261,11 @@ for (const [path, extraArgs] of PATHS) {
       assert.equal(d.child.exitCode, null);
     });
 
-    test('3,000 idle connections do not stall a real login', async () => {
+    test('3,000 idle connections do not stall a real login', { timeout: 120_000 }, async () => {
+      // A daemon of its own whose read timeout outlasts the test: none of the
+      // 3,000 may be closed while the login is answered.
+      const held = await startDaemon({ args: ['-a', 'shadow', '--read-timeout', '3600', ...extraArgs] });
+      const pid = held.child.pid!;
       const sockets: net.Socket[] = [];
       try {
         // Opened in batches, as connections arrive in real life: a burst of
@@ -168,18 +276,25 @@ for (const [path, extraArgs] of PATHS) {
               { length: 200 },
               () =>
                 new Promise<void>((resolve, reject) => {
-                  const s = net.connect(d.socketPath, () => resolve());
+                  const s = net.connect(held.socketPath, () => resolve());
                   s.on('error', reject);
                   sockets.push(s);
                 }),
             ),
           );
         }
-        const t0 = Date.now();
-        await stillServes();
-        console.log(`# login with 3,000 idle connections open: ${Date.now() - t0} ms`);
+        // Connected is not yet accepted: wait until the daemon holds every one.
+        while (connectionsHeld(pid, held.socketPath) < 3000) await new Promise((r) => setTimeout(r, 20));
+        const answer = await sendRequest(held.socketPath, { login: user, password: PASSWORD, service: 'imap', realm: '' });
+        assert.equal(answer, 'OK');
+        assert.equal(connectionsHeld(pid, held.socketPath), 3000, 'all 3,000 still open in the daemon after the login');
+        assert.ok(
+          sockets.every((s) => !s.destroyed && s.readyState === 'open'),
+          'no client saw its connection closed',
+        );
       } finally {
         for (const s of sockets) s.destroy();
+        await held.stop();
       }
     });
 
@@ -219,10 +334,14 @@ describe('out of descriptors', () => {
       await d.waitForLog(/connection limit reached: 56 open/);
       // This one waits in the backlog behind 24 idle ones until slots free up;
       // then the mechanism still has descriptors to read /etc/passwd and /etc/shadow.
-      const answer = sendRequest(d.socketPath, { login: user, password: PASSWORD, service: 'imap', realm: '' });
-      await new Promise((r) => setTimeout(r, 300));
-      for (const s of idle.splice(0, 40)) s.destroy();
-      assert.equal(await answer, 'OK');
+      // Connected (queued in the backlog) and sent before any slot frees up.
+      const c = await holdOpen(d.socketPath, request({ login: user, password: PASSWORD, service: 'imap', realm: '' }));
+      try {
+        for (const s of idle.splice(0, 40)) s.destroy();
+        assert.deepEqual(await c.received(4), reply('OK'));
+      } finally {
+        c.destroy();
+      }
       assert.equal(d.child.exitCode, null);
     } finally {
       for (const s of idle) s.destroy();

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startDaemon, DAEMON_BIN } from '../helpers/daemon';
+import { startDaemon, DAEMON_BIN, type RunningDaemon } from '../helpers/daemon';
 import { createUser, removeAllUsers, runCmd, userName } from '../helpers/users';
 import { runTool, testsaslauthd, OK_LINE } from '../helpers/testsaslauthd';
 import { sendRequest } from '../../src/client/request';
@@ -13,13 +13,28 @@ import { childPids } from '../helpers/procs';
 
 after(() => removeAllUsers());
 
-/** pids of the processes that logged a success for this user so far. */
-function successPids(output: string, user: string): Set<number> {
-  const pids = new Set<number>();
-  for (const line of output.split('\n')) {
-    if (line.includes(`auth success`) && line.includes(`[user=${user}]`)) pids.add(Number(/"pid":(\d+)/.exec(line)?.[1]));
+interface AuthLine {
+  pid: number;
+  msg: string;
+}
+
+/** The auth result lines logged for user, in order, with the pid of the worker that logged each. */
+function authLines(output: string, user: string): AuthLine[] {
+  return output
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.includes('"msg":"auth ') && l.includes(`[user=${user}]`))
+    .map((l) => JSON.parse(l) as AuthLine);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until cond holds; the bound only guards against a hang, far above any wait seen. */
+async function until(cond: () => boolean | Promise<boolean>, what: string, output: () => string): Promise<void> {
+  const end = Date.now() + 30_000;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`still waiting for ${what} after 30 s:\n${output()}`);
+    await sleep(20);
   }
-  return pids;
 }
 
 test('--workers 2 runs two worker processes on one socket, and SIGTERM removes everything', async () => {
@@ -40,29 +55,90 @@ test('--workers 2 runs two worker processes on one socket, and SIGTERM removes e
   for (const pid of workers) assert.equal(fs.existsSync(`/proc/${pid}`), false, `worker ${pid} gone`);
 });
 
-test('workers share the credential cache, and SIGHUP to the primary empties it in every worker', async () => {
+/**
+ * Old-pass1 succeeds through one worker (checked against /etc/shadow), then
+ * the password changes and that worker is stopped: the other can only answer
+ * the old password OK from the entry the first one replicated to it.
+ * Replication is asynchronous, so until the entry arrives the other worker
+ * checks /etc/shadow and answers NO (normal cache mode keeps no negative
+ * entries and forgets nothing on a NO, so this spoils nothing); the test's
+ * timeout bounds the wait. Returns the pids: [first, other].
+ */
+async function replicateThroughOneWorker(
+  d: RunningDaemon,
+  user: string,
+  ask: (password: string) => Promise<string>,
+): Promise<[number, number]> {
+  const workers = childPids(d.child.pid!);
+  assert.equal(workers.length, 2);
+  assert.equal(await ask('Old-pass1'), 'OK');
+  await until(() => authLines(d.output(), user).length === 1, 'the first success line', d.output);
+  const [first] = authLines(d.output(), user);
+  assert.match(first!.msg, /^auth success: /, 'the first success was checked, not cached');
+  const other = workers.find((p) => p !== first!.pid)!;
+  runCmd('chpasswd', [], `${user}:New-pass2\n`);
+  process.kill(first!.pid, 'SIGSTOP');
+  try {
+    await until(async () => (await ask('Old-pass1')) === 'OK', 'the replicated entry', d.output);
+  } finally {
+    process.kill(first!.pid, 'SIGCONT');
+  }
+  return [first!.pid, other];
+}
+
+test('a success through one worker is answered from the cache by another that never checked that password', async () => {
   const u = createUser(userName('wc'), 'Old-pass1', 'sha512crypt');
+  // -V: cache hits are logged ("auth success (cached)"), with the worker's pid.
   const d = await startDaemon({ args: ['-a', 'shadow', '-V', '-c', '--workers', '2'] });
-  const ask = (password: string): Promise<string> =>
-    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  const ask = (password: string): Promise<string> => sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
   try {
     await d.waitForLog(/\(2 worker processes\)/);
-    // Until both workers have answered this user once, every success is in both caches.
-    for (let i = 0; i < 400 && successPids(d.output(), u.name).size < 2; i++) {
-      assert.equal(await ask('Old-pass1'), 'OK');
-      if (i % 20 === 19) await new Promise((r) => setTimeout(r, 100)); // let the log catch up
-    }
-    assert.equal(successPids(d.output(), u.name).size, 2, 'both workers answered');
-    runCmd('chpasswd', [], `${u.name}:New-pass2\n`);
-    const cached = await Promise.all(Array.from({ length: 40 }, () => ask('Old-pass1')));
-    assert.deepEqual(new Set(cached), new Set(['OK']), 'every worker answers the old password from the cache');
+    const [first, other] = await replicateThroughOneWorker(d, u.name, ask);
+    await until(() => authLines(d.output(), u.name).some((l) => l.pid === other && l.msg.startsWith('auth success')), 'the cached success line', d.output);
+    const byOther = authLines(d.output(), u.name).filter((l) => l.pid === other);
+    const successes = byOther.filter((l) => l.msg.startsWith('auth success'));
+    assert.equal(successes.length, 1, JSON.stringify(byOther));
+    assert.match(successes[0]!.msg, /^auth success \(cached\): /, `worker ${other} answered from its cache`);
+    // Whatever the other worker checked itself was the changed password: NO.
+    for (const l of byOther) if (l !== successes[0]) assert.match(l.msg, /^auth failure: /);
+    assert.ok(authLines(d.output(), u.name).every((l) => l.pid === first || l.pid === other));
+  } finally {
+    await d.stop();
+  }
+});
+
+test('SIGHUP to the primary empties the credential cache in every worker', async () => {
+  const u = createUser(userName('wh'), 'Old-pass1', 'sha512crypt');
+  const d = await startDaemon({ args: ['-a', 'shadow', '-V', '-c', '--workers', '2'] });
+  const ask = (password: string): Promise<string> => sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  try {
+    await d.waitForLog(/\(2 worker processes\)/);
+    // Both workers now hold Old-pass1, which /etc/shadow no longer accepts.
+    const workers = await replicateThroughOneWorker(d, u.name, ask);
+    const from = d.output().length;
     d.child.kill('SIGHUP');
-    await d.waitForLog(/SIGHUP/);
-    for (let i = 0; i < 50 && (d.output().match(/SIGHUP: mechanism shadow/g) ?? []).length < 2; i++) {
-      await new Promise((r) => setTimeout(r, 100));
+    const reloaded = (): Set<number> =>
+      new Set(
+        d
+          .output()
+          .slice(from)
+          .split('\n')
+          .filter((l) => l.startsWith('{') && l.includes('"msg":"SIGHUP: '))
+          .map((l) => (JSON.parse(l) as { pid: number }).pid),
+      );
+    await until(() => reloaded().size === 2, 'both workers to reload', d.output);
+    // Each worker in turn, the other stopped: neither has the old password any more.
+    for (const [asked, stopped] of [workers, [...workers].reverse()] as Array<[number, number]>) {
+      const mark = authLines(d.output(), u.name).length;
+      process.kill(stopped, 'SIGSTOP');
+      try {
+        assert.equal(await ask('Old-pass1'), 'NO Incorrect password', `worker ${asked}`);
+      } finally {
+        process.kill(stopped, 'SIGCONT');
+      }
+      await until(() => authLines(d.output(), u.name).length > mark, 'the failure line', d.output);
+      assert.equal(authLines(d.output(), u.name)[mark]!.pid, asked);
     }
-    const after = await Promise.all(Array.from({ length: 20 }, () => ask('Old-pass1')));
-    assert.deepEqual(new Set(after), new Set(['NO Incorrect password']));
   } finally {
     await d.stop();
   }
