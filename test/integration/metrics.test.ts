@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { DAEMON_BIN, startDaemon } from '../helpers/daemon';
+import { DAEMON_BIN, startDaemon, type RunningDaemon } from '../helpers/daemon';
 import { field, lengthOnly, rawExchange, request } from '../helpers/frames';
 import { sample, scrape, type Scrape } from '../helpers/metrics';
 import { runTool } from '../helpers/testsaslauthd';
@@ -33,6 +33,16 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
+/**
+ * startDaemon returns once the auth socket answers; the endpoint starts
+ * just after it (and before readiness is announced): wait for its line.
+ */
+async function startWithMetrics(opts: Parameters<typeof startDaemon>[0]): Promise<RunningDaemon> {
+  const d = await startDaemon(opts);
+  await d.waitForLog(/metrics at /);
+  return d;
+}
+
 /** Scrape until pred holds (the listener closes a connection just after its answer), or fail after 5 s. */
 async function scrapeUntil(sock: string, pred: (s: Scrape) => boolean): Promise<Scrape> {
   const until = Date.now() + 5000;
@@ -51,7 +61,7 @@ describe('metrics', () => {
 
   test('a known sequence of requests leaves exactly these counts', async () => {
     const sock = path.join(tmp, 'seq.sock');
-    const d = await startDaemon({ args: ['-a', 'shadow', '-c', '--metrics', sock] });
+    const d = await startWithMetrics({ args: ['-a', 'shadow', '-c', '--metrics', sock] });
     try {
       const r = (k: string): string => `saslauthd_requests_total{mech="shadow",result="${k}"}`;
       const before = await scrape({ socketPath: sock });
@@ -59,9 +69,8 @@ describe('metrics', () => {
         assert.equal(sample(before, r(k)), 0, k);
 
       assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK'); // checked: cache miss
-      // The hashing thread answers the client before the daemon files the
-      // success in the cache: wait for the entry, or the next could miss.
-      await scrapeUntil(sock, (x) => sample(x, 'saslauthd_cache_entries') === 1);
+      // A success is in the cache before it is answered, so the next one hits.
+      assert.equal(sample(await scrape({ socketPath: sock }), 'saslauthd_cache_entries'), 1);
       assert.equal(await ask(d.socketPath, user.name, PASSWORD), 'OK'); // cache hit
       assert.equal(await ask(d.socketPath, user.name, 'wrong-1'), 'NO Incorrect password'); // miss, denied
       assert.equal(await ask(d.socketPath, `${user.name}x`, PASSWORD), 'NO Invalid username'); // miss, denied
@@ -113,7 +122,7 @@ describe('metrics', () => {
 
   test('throttle refusals and a read timeout are counted under their own results', async () => {
     const sock = path.join(tmp, 'throttle.sock');
-    const d = await startDaemon({
+    const d = await startWithMetrics({
       args: [
         '-a',
         'shadow',
@@ -156,7 +165,7 @@ describe('metrics', () => {
     const gid = Number(execFileSync('getent', ['group', 'daemon'], { encoding: 'utf8' }).split(':')[2]);
     fs.chownSync(dir, 0, gid);
     const sock = path.join(dir, 'metrics.sock');
-    const d = await startDaemon({ args: ['-a', 'shadow', '--metrics', sock] });
+    const d = await startWithMetrics({ args: ['-a', 'shadow', '--metrics', sock] });
     try {
       const st = fs.statSync(sock);
       assert.ok(st.isSocket());
@@ -171,7 +180,7 @@ describe('metrics', () => {
 
   test('a TCP endpoint answers /metrics only, GET and HEAD only', async () => {
     const [port] = (await freePorts(1)) as [number];
-    const d = await startDaemon({ args: ['-a', 'shadow', '--metrics', String(port)] });
+    const d = await startWithMetrics({ args: ['-a', 'shadow', '--metrics', String(port)] });
     try {
       await d.waitForLog(new RegExp(`metrics at http://127\\.0\\.0\\.1:${port}/metrics`));
       const ok = await scrape({ port });
@@ -189,7 +198,7 @@ describe('metrics', () => {
 
   test('hostile clients: idle and surplus connections are closed, and logins go on meanwhile', async () => {
     const sock = path.join(tmp, 'hostile.sock');
-    const d = await startDaemon({ args: ['-a', 'shadow', '--metrics', sock] });
+    const d = await startWithMetrics({ args: ['-a', 'shadow', '--metrics', sock] });
     const conns: net.Socket[] = [];
     try {
       // More connections than the endpoint keeps, none of which ever sends a byte.
@@ -226,7 +235,7 @@ describe('metrics', () => {
 
   test('a client trickling its request a byte at a time is cut off, however lively it keeps the connection', async () => {
     const sock = path.join(tmp, 'trickle.sock');
-    const d = await startDaemon({ args: ['-a', 'shadow', '--metrics', sock] });
+    const d = await startWithMetrics({ args: ['-a', 'shadow', '--metrics', sock] });
     const c = net.connect(sock);
     c.on('error', () => undefined);
     c.resume();
@@ -298,7 +307,7 @@ describe('metrics', () => {
 
   test('--workers 2: the endpoint adds up every worker, and a worker restart takes nothing back', async () => {
     const sock = path.join(tmp, 'workers.sock');
-    const d = await startDaemon({ args: ['-a', 'shadow', '-c', '--workers', '2', '--metrics', sock] });
+    const d = await startWithMetrics({ args: ['-a', 'shadow', '-c', '--workers', '2', '--metrics', sock] });
     try {
       await d.waitForLog(/listening on socket: .* \(2 worker processes\)/);
       const n = 20;
@@ -359,6 +368,7 @@ describe('metrics', () => {
       const dead = `ldap://127.0.0.1:${deadPort}/`;
       const sock = path.join(tmp, 'ldap.sock');
       const d = await startLdapDaemon(serviceConf(`${dead} ${slapd.ldapUrl}`, { ldap_timeout: 2 }), ['--metrics', sock]);
+      await d.d.waitForLog(/metrics at /);
       try {
         const up = (s: Scrape, uri: string): number => sample(s, `saslauthd_backend_up{mech="ldap",server="${uri}"}`);
         const fresh = await scrape({ socketPath: sock });
@@ -377,7 +387,7 @@ describe('metrics', () => {
     const redis = await startRedis();
     const keyDir = fs.mkdtempSync(path.join(tmp, 'key-'));
     const sock = path.join(tmp, 'state.sock');
-    const d = await startDaemon({
+    const d = await startWithMetrics({
       args: [
         '-a',
         'shadow',
