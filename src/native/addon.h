@@ -39,6 +39,16 @@ ShadowVerdict CheckShadow(const char* user, const char* password);
 // The wire reply Cyrus's shadow mechanism sends for a verdict.
 std::string ShadowReplyText(const ShadowVerdict& v);
 
+// A Latin-1 string from JavaScript back to the bytes it stands for (one
+// character per byte, as request fields travel; see server/exchange.ts).
+inline std::string Latin1Bytes(const Napi::Value& v) {
+  size_t len = 0;
+  napi_get_value_string_latin1(v.Env(), v, nullptr, 0, &len);
+  std::string out(len, '\0');
+  napi_get_value_string_latin1(v.Env(), v, out.data(), len + 1, &len);
+  return out;
+}
+
 // Secret bytes (a password) in memory of their own, sized once (no
 // reallocation leaves an unwiped copy behind) and wiped on destruction.
 class SecretBytes {

@@ -144,7 +144,28 @@ export interface NativeAddon {
    * crypt(3) on the hashing pool (one thread per usable CPU). Same queueing
    * rules as pamAuthenticate.
    */
-  cryptVerify(password: Buffer, hash: string, timeoutMs?: number, high?: boolean, fp?: number, shedAfterMs?: number): Promise<boolean>;
+  cryptVerify(
+    password: Buffer,
+    hash: string,
+    timeoutMs?: number,
+    high?: boolean,
+    fp?: number,
+    shedAfterMs?: number,
+  ): Promise<boolean>;
+  /**
+   * The shadow mechanism on the hashing pool, for a request whose door has
+   * no native connection to answer on (the Dovecot door): [code, Cyrus's
+   * reply text]. user is Latin-1 (the client's bytes). Same queueing rules as
+   * pamAuthenticate: rejects with code ETIMEDOUT or ESHED when it never ran.
+   */
+  shadowCheck(
+    user: string,
+    password: Buffer,
+    timeoutMs: number,
+    high: boolean,
+    fp: number,
+    shedAfterMs: number,
+  ): Promise<[ShadowCode, string]>;
   /** What an unknown user's password is hashed against; false if libxcrypt cannot use it. */
   setDummyHash(setting: string): boolean;
   /** libxcrypt's crypt_gensalt: a setting for prefix ("$6$", "$y$"...) and count (rounds, cost); undefined if refused. */

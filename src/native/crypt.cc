@@ -1,8 +1,11 @@
 // crypt(3) through the system's libxcrypt, off the main thread.
 //
 //   cryptVerify(password, hash[, timeoutMs, high, fp, shedAfterMs]) -> Promise<boolean>
-// a job on the hashing pool (pool.h), for LDAP's {CRYPT} values; and
-// CheckShadow, which the listener's shadow checks (shadow_task.h) run there.
+// a job on the hashing pool (pool.h), for LDAP's {CRYPT} values;
+//   shadowCheck(user, password, timeoutMs, high, fp, shedAfterMs) -> Promise<[code, text]>
+// the shadow mechanism as a job on the same pool, for requests whose door has
+// no native connection to answer on (the Dovecot door); and CheckShadow,
+// which both that job and the listener's shadow checks (shadow_task.h) run.
 // CheckShadow follows Cyrus auth_shadow.c step for step (getpwnam, getspnam,
 // *NP*, crypt compare, account expiry, password aging) so replies match, and
 // spends one hash on every path so timing does not reveal which accounts
@@ -146,6 +149,54 @@ std::string ShadowReplyText(const ShadowVerdict& v) {
 
 namespace {
 
+// The shadow check for a request JavaScript answers itself: the verdict's
+// code and Cyrus's reply text, as the listener's ShadowTask reports them.
+class ShadowCheckJob : public PoolJob {
+ public:
+  ShadowCheckJob(Napi::Env env, double timeout_ms, std::string user, const Napi::Buffer<char>& pw)
+      : PoolJob(env, timeout_ms), user_(std::move(user)), password_(pw) {}
+  void Execute() override {
+    verdict_ = CheckShadow(user_.c_str(), password_.c_str());
+    text_ = ShadowReplyText(verdict_);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array r = Napi::Array::New(env, 2);
+    r.Set(0u, Napi::Number::New(env, verdict_.code));
+    r.Set(1u, Napi::String::New(env, text_));
+    return r;
+  }
+
+ private:
+  std::string user_;  // what the mechanism sees (after any -r join)
+  SecretBytes password_;
+  ShadowVerdict verdict_{kIncorrectPassword, ""};
+  std::string text_;
+};
+
+// shadowCheck(user, password, timeoutMs, high, fp, shedAfterMs): user is
+// Latin-1 (the client's bytes); the queueing arguments are the throttle's
+// decision, as for cryptVerify. Rejects with code ETIMEDOUT or ESHED when the
+// job never ran.
+Napi::Value ShadowCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 6 || !info[0].IsString() || !info[1].IsBuffer() || !info[2].IsNumber() ||
+      !info[3].IsBoolean() || !info[4].IsNumber() || !info[5].IsNumber()) {
+    Napi::TypeError::New(env,
+                         "shadowCheck(user: string, password: Buffer, timeoutMs: number, high: boolean, fp: number, "
+                         "shedAfterMs: number)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  double timeout_ms = info[2].As<Napi::Number>().DoubleValue();
+  auto* job = new ShadowCheckJob(env, timeout_ms < 0 ? -1 : timeout_ms, Latin1Bytes(info[0]),
+                                 info[1].As<Napi::Buffer<char>>());
+  job->SetPriority(info[3].As<Napi::Boolean>().Value(), info[4].As<Napi::Number>().Uint32Value());
+  job->SetShedAfter(info[5].As<Napi::Number>().DoubleValue());
+  Napi::Promise p = job->Promise();
+  job->Submit(HashPool(env));
+  return p;
+}
+
 // cryptVerify(password, hash[, timeoutMs, high, fp, shedAfterMs]): timeoutMs
 // is how long the job may wait in the queue (none: forever); high, fp and
 // shedAfterMs are the throttle's queueing decision (pool.h).
@@ -227,6 +278,7 @@ void InitCrypt(Napi::Env env, Napi::Object exports) {
   const char* s = crypt_gensalt_rn(nullptr, 0, nullptr, 0, buf, sizeof buf);
   g_dummy_setting = s != nullptr ? s : "$6$saslauthdts$";
   exports.Set("cryptVerify", Napi::Function::New(env, CryptVerify));
+  exports.Set("shadowCheck", Napi::Function::New(env, ShadowCheck));
   exports.Set("setDummyHash", Napi::Function::New(env, SetDummyHash));
   exports.Set("cryptGensalt", Napi::Function::New(env, CryptGensalt));
   exports.Set("raiseFdLimit", Napi::Function::New(env, RaiseFdLimit));

@@ -31,14 +31,6 @@ Napi::Value Latin1(Napi::Env env, Field f) {
   return Napi::Value(env, v);
 }
 
-std::string Latin1Bytes(const Napi::Value& v) {
-  size_t len = 0;
-  napi_get_value_string_latin1(v.Env(), v, nullptr, 0, &len);
-  std::string out(len, '\0');
-  napi_get_value_string_latin1(v.Env(), v, out.data(), len + 1, &len);
-  return out;
-}
-
 }  // namespace
 
 Napi::Function Listener::Define(Napi::Env env) {

@@ -188,11 +188,8 @@ class PamTask : public PoolJob {
   unsigned delay_us_ = 0;
 };
 
-std::string Latin1Bytes(const Napi::Value& v) {
-  size_t len = 0;
-  napi_get_value_string_latin1(v.Env(), v, nullptr, 0, &len);
-  std::string out(len, '\0');
-  napi_get_value_string_latin1(v.Env(), v, out.data(), len + 1, &len);
+std::string Latin1CString(const Napi::Value& v) {
+  std::string out = Latin1Bytes(v);
   // A C string: PAM stops at a NUL anyway, so cut there.
   out.resize(strnlen(out.c_str(), out.size()));
   return out;
@@ -224,8 +221,8 @@ Napi::Value PamAuthenticate(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   auto* t = new PamTask(env, timeout.IsNumber() ? timeout.As<Napi::Number>().DoubleValue() : -1,
-                        Latin1Bytes(service), Latin1Bytes(user), password.As<Napi::Buffer<char>>(), has_rhost,
-                        has_rhost ? Latin1Bytes(rhost) : std::string());
+                        Latin1CString(service), Latin1CString(user), password.As<Napi::Buffer<char>>(), has_rhost,
+                        has_rhost ? Latin1CString(rhost) : std::string());
   t->SetPriority(high.IsBoolean() && high.As<Napi::Boolean>().Value(), fp.IsNumber() ? fp.As<Napi::Number>().Uint32Value() : 0);
   if (shed.IsNumber()) t->SetShedAfter(shed.As<Napi::Number>().DoubleValue());
   Napi::Promise p = t->Promise();
