@@ -133,7 +133,7 @@ export class Authenticator {
     // A cache hit is answered here, synchronously: the hottest path of all
     // needs no promise, no throttle and no mechanism.
     if (cache !== undefined && cache.mode === 'normal' && cache.lookup(cacheId, x.fingerprint)) {
-      x.answer('OK');
+      x.answer('OK', 'ok');
       if (this.metrics !== undefined) {
         // Answered within this call, in well under a microsecond: counted as
         // 0 s rather than paying two clock reads, the bulk of counting's cost.
@@ -150,7 +150,7 @@ export class Authenticator {
       .catch((err: unknown) => {
         this.log.error({ err }, 'internal error while authenticating');
         this.metrics?.request('unavailable', 0);
-        x.answer('NO internal mechanism failure');
+        x.answer('NO internal mechanism failure', 'unavailable');
       })
       .finally(() => this.active--);
   }
@@ -164,7 +164,7 @@ export class Authenticator {
     // --state-cache: a miss here may be a hit on another host of the fleet.
     if (cache?.share !== undefined && cache.mode === 'normal' && (await cache.lookupShared(cacheId, x.fingerprint))) {
       this.logCached(subject, 'auth success (cached by the fleet)', 'debug');
-      x.answer('OK');
+      x.answer('OK', 'ok');
       if (this.metrics !== undefined) {
         this.metrics.cacheHit();
         this.metrics.request('ok', performance.now() - started);
@@ -188,7 +188,7 @@ export class Authenticator {
       this.metrics?.request('refused', ms);
       this.logOutcome(subject, outcome, ms, 'refused');
       await this.holds.wait(adm.delayMs);
-      x.answer(outcome.text);
+      x.answer(outcome.text, outcome.kind);
       return;
     }
 
@@ -240,7 +240,7 @@ export class Authenticator {
           }
           this.logOutcome(subject, outcome, ms);
           this.logCached(subject, 'auth success (cached, mechanism unavailable)', 'info');
-          if (!outcome.answered) x.answer('OK');
+          if (!outcome.answered) x.answer('OK', 'ok');
           return;
         }
         if (outcome.kind === 'denied') cache.forget(cacheId); // the password was changed or revoked
@@ -254,7 +254,7 @@ export class Authenticator {
     this.logOutcome(subject, outcome, ms);
     if (outcome.answered) return;
     await this.holds.wait(holdMs);
-    x.answer(outcome.text);
+    x.answer(outcome.text, outcome.ok ? 'ok' : outcome.kind);
   }
 
   /**

@@ -1,17 +1,22 @@
 // shadow: /etc/passwd + /etc/shadow (through NSS: getpwnam_r/getspnam_r)
 // checked with the system's crypt(3). Mirrors Cyrus auth_shadow.c, replies
 // included; the check and the reply text live in the native addon
-// (src/native/crypt.cc). The listener hands the check to the hashing pool
-// with the connection (src/native/shadow_task.h), and the hashing thread that
-// decides answers the client itself: the password never reaches JavaScript.
+// (src/native/crypt.cc). On the mux door the listener hands the check to the
+// hashing pool with the connection (src/native/shadow_task.h), and the
+// hashing thread that decides answers the client itself: the password never
+// reaches JavaScript. A door without a native connection (the Dovecot door,
+// which decodes in JavaScript) queues the same check as a job on the same
+// pool (native.shadowCheck) and answers through the authenticator.
 import fs from 'node:fs';
 import type pino from 'pino';
 import { native, ShadowCode, ShadowHold } from '../native/binding';
 import { chooseDummyHash } from '../crypt/dummy-hash';
 import {
+  type AuthRequest,
   type Backend,
   type BackendFactory,
   denied,
+  droppedCode,
   ok,
   type Outcome,
   queueOf,
@@ -68,6 +73,25 @@ export function applyDummyHash(log: pino.Logger, files = { shadow: SHADOW_FILE, 
   return native.preferredCryptPrefix;
 }
 
+/**
+ * The same check as a job on the hashing pool, answered by the authenticator:
+ * for a door that has no native connection. The password copy is wiped here.
+ */
+async function checkAsJob(req: AuthRequest, password: Buffer | undefined, q: ReturnType<typeof queueOf>): Promise<Outcome> {
+  if (password === undefined) return unavailable('NO internal mechanism failure', 'shadow: the client left before the check');
+  try {
+    const [code, text] = await native.shadowCheck(req.login, password, q.timeoutMs, q.high, q.fp, q.shedAfterMs);
+    return shadowOutcome(code, text);
+  } catch (err) {
+    const dropped = droppedCode(err);
+    if (dropped === 'ETIMEDOUT') return timedOut(req.timeoutMs ?? Math.round(q.timeoutMs));
+    if (dropped === 'ESHED') return shed(REFUSAL);
+    throw err;
+  } finally {
+    password.fill(0);
+  }
+}
+
 export const createShadowBackend: BackendFactory = async ({ log }) => {
   applyDummyHash(log);
   const backend: Backend = {
@@ -79,6 +103,7 @@ export const createShadowBackend: BackendFactory = async ({ log }) => {
       const x = req.exchange;
       if (x === undefined) return unavailable('NO internal mechanism failure', 'shadow: the request has no connection');
       const q = queueOf(req);
+      if (x.checkShadow === undefined) return checkAsJob(req, x.password(), q);
       const hold = (req.holdFailure ? ShadowHold.Failure : 0) | (req.holdSuccess ? ShadowHold.Success : 0);
       const verdict = await x.checkShadow(req.login, q, hold);
       if (verdict === undefined) return unavailable('NO internal mechanism failure', 'shadow: the client left before the check');

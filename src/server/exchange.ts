@@ -1,58 +1,50 @@
-// One request as the listener hands it over (src/native/listener.h): the
-// fields the client sent, its credentials' fingerprint, and the ways to answer
-// it. Strings are Latin-1, one character per byte received, so a login that is
+// One request as a front door hands it to the authenticator: the fields the
+// client sent, its credentials' fingerprint, and the ways to answer it. Both
+// doors implement it, the mux socket natively (mux-exchange.ts) and the
+// Dovecot socket in JavaScript (dovecot/exchange.ts), so the authenticator,
+// the cache, the throttle, the mechanisms and the logs cannot tell which one
+// a request came through.
+//
+// Strings are Latin-1, one character per byte received, so a login that is
 // not UTF-8 reaches NSS, PAM and the cache as the very bytes the client sent,
 // and two different logins never collapse into one.
-import { encodeReply } from '../protocol/encoder';
-import type { NativeListener, NativeShadowVerdict, QueueOptions } from '../native/binding';
+import type { FailureKind } from '../backends/backend';
+import type { NativeShadowVerdict, QueueOptions } from '../native/binding';
 
-export class Exchange {
-  /** Set once answered (by us, or by a native check). */
-  private answered = false;
+/**
+ * What an answer means, beside its wire text: the mux protocol sends only
+ * the text ("OK", "NO ..."), but the Dovecot protocol tells a temporary
+ * failure (unavailable, timeout) from a refusal.
+ */
+export type AnswerKind = 'ok' | FailureKind;
 
-  constructor(
-    private readonly listener: NativeListener,
-    readonly id: number,
-    /** As sent, before any -r join. */
-    readonly login: string,
-    readonly service: string,
-    readonly realm: string,
-    /** Cyrus master's 5th field, when a client sent a non-empty one. */
-    readonly clientAddr: string | undefined,
-    /** HMAC-SHA256 of login, realm and password under the daemon's key. */
-    readonly fingerprint: Buffer,
-  ) {}
-
+export interface Exchange {
+  /** As sent (after the door's own user@realm split), before any -r join. */
+  readonly login: string;
+  readonly service: string;
+  readonly realm: string;
+  /** The client's address, when the door was given one. */
+  readonly clientAddr: string | undefined;
+  /** HMAC-SHA256 of login, realm and password under the daemon's key (auth/fingerprint.ts). */
+  readonly fingerprint: Buffer;
   /** 32 bits of the fingerprint: the throttle's known-good and wrong-password marks. */
-  get fp(): number {
-    return this.fingerprint.readUInt32BE(0);
-  }
-
-  get isAnswered(): boolean {
-    return this.answered;
-  }
-
-  /** A copy of the password for a mechanism that runs in JavaScript; wipe it when done. */
-  password(): Buffer | undefined {
-    return this.listener.password(this.id);
-  }
-
+  readonly fp: number;
+  /** Set once answered (by the authenticator, or by a native check). */
+  readonly isAnswered: boolean;
+  /** A copy of the password for a mechanism that runs in JavaScript; wipe it when done. Undefined once answered or gone. */
+  password(): Buffer | undefined;
   /** Send the answer. False if it was already answered or the client has gone. */
-  answer(text: string): boolean {
-    if (this.answered) return false;
-    this.answered = true;
-    return this.listener.reply(this.id, encodeReply(text));
-  }
-
+  answer(text: string, kind: AnswerKind): boolean;
   /**
-   * The shadow mechanism, checked natively; its hashing thread answers the
-   * client itself, except the answers hold (ShadowHold bits) keeps for us.
+   * The shadow mechanism checked natively on the door's own connection, the
+   * hashing thread answering the client itself except the answers hold
+   * (ShadowHold bits) keeps for the authenticator. Only the mux door has it;
+   * elsewhere the shadow mechanism queues a native job (native.shadowCheck).
    */
-  async checkShadow(user: string, q: Required<QueueOptions>, hold: number): Promise<NativeShadowVerdict | undefined> {
-    const p = this.listener.checkShadow(this.id, user, q.timeoutMs, q.high, q.fp, q.shedAfterMs, hold);
-    if (p === undefined) return undefined;
-    const verdict = await p;
-    if (verdict[2]) this.answered = true;
-    return verdict;
-  }
+  checkShadow?(user: string, q: Required<QueueOptions>, hold: number): Promise<NativeShadowVerdict | undefined>;
+}
+
+/** The throttle's 32 bits of a fingerprint. */
+export function fpOf(fingerprint: Buffer): number {
+  return fingerprint.readUInt32BE(0);
 }

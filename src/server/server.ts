@@ -10,7 +10,8 @@ import type pino from 'pino';
 import { native, ListenerEvent, type IncompleteWhy, type NativeListener } from '../native/binding';
 import { LineBudget } from '../log/line-budget';
 import type { ProtocolError } from '../metrics/service';
-import { Exchange } from './exchange';
+import type { Exchange } from './exchange';
+import { MuxExchange } from './mux-exchange';
 
 export const SOCKET_NAME = 'mux';
 
@@ -77,7 +78,15 @@ export class SaslauthdServer {
       (kind, id, arg, service, realm, addr, fingerprint) =>
         kind === ListenerEvent.Request
           ? this.opts.handle(
-              new Exchange(this.listener, id, arg as string, service as string, realm as string, addr as string | undefined, fingerprint as Buffer),
+              new MuxExchange(
+                this.listener,
+                id,
+                arg as string,
+                service as string,
+                realm as string,
+                addr as string | undefined,
+                fingerprint as Buffer,
+              ),
             )
           : this.onEvent(kind, arg),
       opts.readTimeoutMs,

@@ -8,7 +8,7 @@ import { CredentialCache } from '../../src/auth/cache';
 import type { Backend } from '../../src/backends/backend';
 import { ServiceMetrics } from '../../src/metrics/service';
 import type { NativeListener } from '../../src/native/binding';
-import { Exchange } from '../../src/server/exchange';
+import { MuxExchange } from '../../src/server/mux-exchange';
 
 const fp = Buffer.alloc(32, 7);
 const listener = { reply: () => true, password: () => undefined } as unknown as NativeListener;
@@ -24,7 +24,7 @@ function authenticator(metrics: ServiceMetrics | undefined): Authenticator {
 /** ns per cache hit. */
 function run(a: Authenticator, n: number): number {
   const t = process.hrtime.bigint();
-  for (let i = 0; i < n; i++) a.handle(new Exchange(listener, i, 'alice', 'smtp', '', undefined, fp));
+  for (let i = 0; i < n; i++) a.handle(new MuxExchange(listener, i, 'alice', 'smtp', '', undefined, fp));
   return Number(process.hrtime.bigint() - t) / n;
 }
 

@@ -1,10 +1,11 @@
-// A request as the listener hands it over, without a socket: for unit tests
-// of the authenticator. The fingerprint is built as the listener builds it
-// (src/native/fingerprint.cc: HMAC-SHA256 over the length-prefixed login and
-// realm, then the password), so cache and throttle see what they would see.
+// A request as the mux listener hands it over, without a socket: for unit
+// tests of the authenticator. The fingerprint is built as the listener builds
+// it (src/native/fingerprint.cc, rebuilt in src/auth/fingerprint.ts for the
+// Dovecot door), so cache and throttle see what they would see.
 import crypto from 'node:crypto';
+import { fingerprint as hmacFingerprint } from '../../src/auth/fingerprint';
 import type { NativeListener, NativeShadowVerdict } from '../../src/native/binding';
-import { Exchange } from '../../src/server/exchange';
+import { MuxExchange } from '../../src/server/mux-exchange';
 
 export const TEST_KEY = crypto.randomBytes(32);
 
@@ -16,15 +17,15 @@ export interface FakeRequest {
   clientAddr?: string | Buffer;
 }
 
-const bytes = (v: string | Buffer | undefined): Buffer => (v === undefined ? Buffer.alloc(0) : Buffer.isBuffer(v) ? v : Buffer.from(v, 'utf8'));
+const bytes = (v: string | Buffer | undefined): Buffer =>
+  v === undefined ? Buffer.alloc(0) : Buffer.isBuffer(v) ? v : Buffer.from(v, 'utf8');
 
 export function fingerprint(login: Buffer, realm: Buffer, password: Buffer, key = TEST_KEY): Buffer {
-  const len = (b: Buffer): Buffer => Buffer.from([(b.length >> 8) & 0xff, b.length & 0xff]);
-  return crypto.createHmac('sha256', key).update(len(login)).update(login).update(len(realm)).update(realm).update(password).digest();
+  return hmacFingerprint(key, login, realm, password);
 }
 
 export interface FakeExchange {
-  x: Exchange;
+  x: MuxExchange;
   /** The answer, once sent. */
   answer: Promise<string>;
   /** Every password copy handed out (to check they are wiped). */
@@ -62,7 +63,7 @@ export function fakeExchange(r: FakeRequest): FakeExchange {
     count: 0,
     busy: 0,
   };
-  const x = new Exchange(
+  const x = new MuxExchange(
     listener,
     nextId++,
     login.toString('latin1'),

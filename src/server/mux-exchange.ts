@@ -1,0 +1,50 @@
+// A request from the mux socket, as the native listener hands it over
+// (src/native/listener.h): the listener has decoded it, applied Cyrus's
+// checks and computed the fingerprint; the password stays in native memory
+// until a mechanism asks for a copy, and the shadow mechanism can check it
+// there, its hashing thread answering the client itself.
+import { encodeReply } from '../protocol/encoder';
+import type { NativeListener, NativeShadowVerdict, QueueOptions } from '../native/binding';
+import { fpOf, type AnswerKind, type Exchange } from './exchange';
+
+export class MuxExchange implements Exchange {
+  private answered = false;
+
+  constructor(
+    private readonly listener: NativeListener,
+    readonly id: number,
+    readonly login: string,
+    readonly service: string,
+    readonly realm: string,
+    /** Cyrus master's 5th field, when a client sent a non-empty one. */
+    readonly clientAddr: string | undefined,
+    readonly fingerprint: Buffer,
+  ) {}
+
+  get fp(): number {
+    return fpOf(this.fingerprint);
+  }
+
+  get isAnswered(): boolean {
+    return this.answered;
+  }
+
+  password(): Buffer | undefined {
+    return this.listener.password(this.id);
+  }
+
+  /** The mux protocol has only the text: a refusal and an outage are both "NO ...", as in Cyrus. */
+  answer(text: string, _kind: AnswerKind): boolean {
+    if (this.answered) return false;
+    this.answered = true;
+    return this.listener.reply(this.id, encodeReply(text));
+  }
+
+  async checkShadow(user: string, q: Required<QueueOptions>, hold: number): Promise<NativeShadowVerdict | undefined> {
+    const p = this.listener.checkShadow(this.id, user, q.timeoutMs, q.high, q.fp, q.shedAfterMs, hold);
+    if (p === undefined) return undefined;
+    const verdict = await p;
+    if (verdict[2]) this.answered = true;
+    return verdict;
+  }
+}
