@@ -24,6 +24,8 @@ import { deriveKeys, KeyFileError, readKeyFile } from '../state/key-file';
 import { Throttle } from '../auth/throttle/throttle';
 import { FailureLines } from '../log/failure-lines';
 import { SaslauthdServer, SOCKET_NAME, StartupError } from '../server/server';
+import { DovecotServer } from '../server/dovecot/listener';
+import { removeSocket } from '../server/dovecot/socket-file';
 import { native } from '../native/binding';
 import { notifyReady, notifyStatus, notifyStopping } from '../server/systemd';
 import type { MetricsAddress } from '../metrics/address';
@@ -40,6 +42,7 @@ import {
   sendToPrimary,
   StartupFailure,
   waitForInit,
+  WORKER_DOVECOT_FD,
   WORKER_LISTEN_FD,
   workerCount,
   type ToWorker,
@@ -127,6 +130,9 @@ function startupExit(err: unknown): unknown {
 
 interface Service {
   server: SaslauthdServer;
+  /** --dovecot-socket: the second door. */
+  dovecot: DovecotServer | undefined;
+  auth: Authenticator;
   backend: Backend;
   cache: CredentialCache | undefined;
   throttle: Throttle | undefined;
@@ -285,7 +291,9 @@ async function serve(
   // The fingerprints' key: the fleet's (--state-key), else random, in memory
   // only (workers share their primary's).
   const keys = fleetKeys(opts);
-  native.setFingerprintKey(keys?.fingerprint ?? worker?.key ?? crypto.randomBytes(32));
+  // The Dovecot door fingerprints in JavaScript with the same key.
+  const fingerprintKey = keys?.fingerprint ?? worker?.key ?? crypto.randomBytes(32);
+  native.setFingerprintKey(fingerprintKey);
   native.setPamThreads(opts.pamThreads);
   const backend = await createBackend(opts, logger);
   const sharedState = createSharedState(opts, log);
@@ -347,8 +355,23 @@ async function serve(
     log,
     onProtocolError: metrics !== undefined ? (reason) => metrics.protocolError(reason) : undefined,
   });
+  const dovecot =
+    opts.dovecotSocket === undefined
+      ? undefined
+      : new DovecotServer({
+          socketPath: opts.dovecotSocket,
+          readTimeoutMs: opts.readTimeoutMs,
+          maxConnections: Math.max(16, Math.min(opts.maxConnections, fdLimit - FD_RESERVE)),
+          fingerprintKey,
+          handle: (x) => auth.handle(x),
+          log,
+        });
   metrics?.attach({
-    listener: () => ({ connections: server.connectionCount, inFlight: server.inFlight }),
+    // Both doors: connections open and requests in flight, whichever socket they came through.
+    listener: () => ({
+      connections: server.connectionCount + (dovecot?.connectionCount ?? 0),
+      inFlight: server.inFlight + (dovecot?.inFlight ?? 0),
+    }),
     pool: (name) => native.poolStats(name),
     cache,
     throttle,
@@ -360,18 +383,37 @@ async function serve(
   const processMetrics = metrics !== undefined && opts.metrics !== undefined ? registerProcessMetrics(metrics.registry) : undefined;
   try {
     await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);
+    try {
+      await dovecot?.listen(worker !== undefined ? WORKER_DOVECOT_FD : undefined);
+    } catch (err) {
+      await server.close(0);
+      throw err;
+    }
   } catch (err) {
+    await dovecot?.close(0);
     await backend.close?.();
     processMetrics?.stop();
     sharedState?.close();
     throw startupExit(err);
   }
-  return { server, backend, cache, throttle, sharedThrottle: made?.replicated, sharedState, failureLines, metrics, processMetrics };
+  return {
+    server,
+    dovecot,
+    auth,
+    backend,
+    cache,
+    throttle,
+    sharedThrottle: made?.replicated,
+    sharedState,
+    failureLines,
+    metrics,
+    processMetrics,
+  };
 }
 
 /** Stop serving: in-flight requests answered (up to the deadline), timers stopped. */
 async function stopService(svc: Service, deadlineMs: number): Promise<void> {
-  await svc.server.close(deadlineMs);
+  await Promise.all([svc.server.close(deadlineMs), svc.dovecot?.close(deadlineMs, () => svc.auth.releaseHolds())]);
   await svc.backend.close?.();
   svc.throttle?.stop();
   svc.sharedState?.close();
@@ -501,7 +543,21 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
   } catch (err) {
     throw startupExit(err);
   }
-  const primary = new Primary({ workers, log, shutdownGraceMs: opts.authTimeoutMs, listenFd });
+  // The Dovecot door's socket too: bound here, served by the workers.
+  const dovecotPath = opts.dovecotSocket;
+  let dovecot: Awaited<ReturnType<typeof DovecotServer.bind>> | undefined;
+  try {
+    if (dovecotPath !== undefined) dovecot = await DovecotServer.bind(dovecotPath);
+  } catch (err) {
+    native.closeFd(listenFd);
+    fs.rmSync(socketPath, { force: true });
+    throw startupExit(err);
+  }
+  const removeSockets = (): void => {
+    fs.rmSync(socketPath, { force: true });
+    if (dovecotPath !== undefined && dovecot !== undefined) removeSocket(dovecotPath, dovecot);
+  };
+  const primary = new Primary({ workers, log, shutdownGraceMs: opts.authTimeoutMs, listenFd, dovecotFd: dovecot?.fd });
   // The primary serves no request: its own figures are its process's; the rest are the workers'.
   const own = new Registry();
   const ownProcess = opts.metrics !== undefined ? registerProcessMetrics(own) : undefined;
@@ -513,7 +569,7 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
       await later.endpoint?.close();
       ownProcess?.stop();
       await primary.stop();
-      fs.rmSync(socketPath, { force: true });
+      removeSockets();
       if (detachedChild) fs.rmSync(path.join(opts.runDir, 'saslauthd.pid'), { force: true });
     },
     () => later.status?.stop(),
@@ -523,11 +579,15 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
     await primary.start();
   } catch (err) {
     native.closeFd(listenFd);
-    fs.rmSync(socketPath, { force: true });
+    if (dovecot !== undefined) native.closeFd(dovecot.fd);
+    removeSockets();
     if (err instanceof StartupFailure) throw new ExitError(err.message, err.exitCode);
     throw err;
   }
   log.info({ workers }, `listening on socket: ${socketPath} (${workers} worker processes)`);
+  if (dovecotPath !== undefined && dovecot !== undefined) {
+    log.info({ workers }, `listening on dovecot socket: ${dovecotPath} (${dovecot.owner}, ${workers} worker processes)`);
+  }
   if (opts.metrics !== undefined) {
     try {
       later.endpoint = await startMetricsEndpoint(
@@ -539,7 +599,8 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
       ownProcess?.stop();
       await primary.stop();
       native.closeFd(listenFd);
-      fs.rmSync(socketPath, { force: true });
+      if (dovecot !== undefined) native.closeFd(dovecot.fd);
+      removeSockets();
       throw err;
     }
   }

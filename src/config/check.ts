@@ -147,6 +147,113 @@ function checkRunDir(opts: DaemonOptions, from: ArgOrigin | undefined, env: Chec
   return `${dir} (${owner})`;
 }
 
+/** Can a user with these ids pass through (search) a directory, or write (connect to) a socket? */
+function permits(st: fs.Stats, ids: { uid: number; gids: number[] }, bit: 'x' | 'w'): boolean {
+  const [u, g, o] = bit === 'x' ? [0o100, 0o010, 0o001] : [0o200, 0o020, 0o002];
+  if (ids.uid === st.uid) return (st.mode & u) !== 0;
+  if (ids.gids.includes(st.gid)) return (st.mode & g) !== 0;
+  return (st.mode & o) !== 0;
+}
+
+/**
+ * --dovecot-socket: the path, where the daemon will (or did) put it, and
+ * whether user postfix can reach it. The directory is never created by the
+ * daemon (for Postfix, private/ is Postfix's own), so a missing one is an error.
+ */
+function checkDovecotSocket(opts: DaemonOptions, from: ArgOrigin | undefined, env: CheckEnv, issues: Issues): string {
+  const p = opts.dovecotSocket;
+  if (p === undefined) return 'off (--dovecot-socket)';
+  const dir = path.dirname(p);
+  const postfixInstalled = fs.existsSync(env.postfixBinary ?? '/usr/sbin/postfix');
+  const postfixUser = env.postfixUser ?? 'postfix';
+  const inChroot = p.startsWith(`${POSTFIX_CHROOT}/`);
+  if (postfixInstalled && !inChroot) {
+    issues.push({
+      severity: 'warning',
+      ...where(from),
+      message:
+        `--dovecot-socket ${p} is outside Postfix's chroot ${POSTFIX_CHROOT}: a chrooted smtpd (Debian's default) cannot reach it; ` +
+        `use --dovecot-socket ${POSTFIX_CHROOT}/private/saslauthd-ts with smtpd_sasl_path = private/saslauthd-ts`,
+    });
+  }
+  let dst: fs.Stats;
+  try {
+    dst = fs.statSync(dir);
+  } catch {
+    issues.push({
+      severity: 'error',
+      ...where(from),
+      message:
+        `--dovecot-socket ${p}: directory ${dir} does not exist, and saslauthd-ts never creates it` +
+        (dir === `${POSTFIX_CHROOT}/private` ? ' (Postfix does, when it starts: start Postfix first)' : ''),
+    });
+    return `${p} (directory missing)`;
+  }
+  if (!dst.isDirectory()) {
+    issues.push({ severity: 'error', ...where(from), message: `--dovecot-socket ${p}: ${dir} is not a directory` });
+    return p;
+  }
+  let sock: fs.Stats | undefined;
+  try {
+    sock = fs.lstatSync(p);
+  } catch {
+    sock = undefined;
+  }
+  if (sock !== undefined && !sock.isSocket()) {
+    issues.push({
+      severity: 'error',
+      ...where(from),
+      message: `--dovecot-socket ${p}: exists and is not a socket; remove it or choose another path`,
+    });
+    return p;
+  }
+  const ids = userIds(postfixUser);
+  const chrootNote = inChroot ? `; Postfix: smtpd_sasl_path = ${path.relative(POSTFIX_CHROOT, p)}` : '';
+  if (ids === undefined) {
+    issues.push({
+      severity: 'warning',
+      ...where(from),
+      message: `--dovecot-socket ${p}: there is no user ${postfixUser}, so the socket will be root:root 0660 and only root can use it`,
+    });
+    return `${p} (root:root 0660 at start${chrootNote})`;
+  }
+  // Every directory on the way must let postfix through.
+  const blocked: string[] = [];
+  for (let d = dir; ; d = path.dirname(d)) {
+    try {
+      const st = fs.statSync(d);
+      if (ids.uid !== 0 && !permits(st, ids, 'x'))
+        blocked.push(`${d} (${nameOf('/etc/passwd', st.uid)}:${nameOf('/etc/group', st.gid)} ${modeString(st)})`);
+    } catch {
+      // reported above for the directory itself
+    }
+    if (d === path.dirname(d)) break;
+  }
+  if (blocked.length > 0) {
+    issues.push({
+      severity: 'warning',
+      ...where(from),
+      message: `--dovecot-socket ${p}: user ${postfixUser} cannot reach it: ${blocked.reverse().join(', ')} does not let it through`,
+    });
+  }
+  let state: string;
+  if (sock === undefined) {
+    state = `${postfixUser}:${nameOf('/etc/group', ids.gids[0] ?? 0)} 0660 at start`;
+  } else {
+    state = `now ${nameOf('/etc/passwd', sock.uid)}:${nameOf('/etc/group', sock.gid)} ${modeString(sock)}`;
+    if (ids.uid !== 0 && !permits(sock, ids, 'w')) {
+      issues.push({
+        severity: 'warning',
+        file: p,
+        message: `user ${postfixUser} cannot connect to this socket (${state.slice(4)}); restart saslauthd-ts, which makes it ${postfixUser}:${postfixUser} 0660`,
+      });
+    }
+  }
+  const reach =
+    blocked.length > 0 || (sock !== undefined && ids.uid !== 0 && !permits(sock, ids, 'w')) ? 'NOT reachable' : 'reachable';
+  return `${p} (${state}; ${reach} by user ${postfixUser}${chrootNote})`;
+}
+
 /** --workers as the daemon applies it: never more processes than CPUs. */
 function checkWorkers(opts: DaemonOptions, from: ArgOrigin | undefined, env: CheckEnv, issues: Issues): string {
   const effective = workerCount(opts.workers, env.cpus);
@@ -377,6 +484,10 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   checkMechanism(opts, mechFrom, optFrom, env, issues, settings);
   settings.push(['run directory (-m)', checkRunDir(opts, runFrom, env, issues)]);
   settings.push(['socket', path.join(opts.runDir, SOCKET_NAME)]);
+  settings.push([
+    'dovecot socket (--dovecot-socket)',
+    checkDovecotSocket(opts, origin(origins, '--dovecot-socket', cmdline), env, issues),
+  ]);
   settings.push(['Cyrus processes (-n)', `${opts.threads} (accepted for compatibility; no effect)`]);
   const workersFrom = origin(origins, '--workers', cmdline);
   settings.push(['worker processes (--workers)', checkWorkers(opts, workersFrom, env, issues)]);

@@ -32,6 +32,8 @@ export interface DaemonOptions {
   readTimeoutMs: number;
   authTimeoutMs: number;
   drainTimeoutMs: number;
+  /** --dovecot-socket: a second socket speaking Dovecot's auth protocol (docs/dovecot.md); undefined: none. */
+  dovecotSocket: string | undefined;
   /** --max-connections: open connections past which new ones wait in the backlog. */
   maxConnections: number;
   /** --pam-threads: PAM checks run at once. */
@@ -136,6 +138,13 @@ export function buildCommand(): Command {
       )
         .argParser(positiveInt('--workers', 1))
         .default(1),
+    )
+    .addOption(
+      new Option(
+        '--dovecot-socket <path>',
+        "also listen here, speaking Dovecot's auth protocol, for Postfix's smtpd_sasl_type = dovecot: the client's address " +
+          'reaches the throttle and an outage answers 454, not 535 (usually /var/spool/postfix/private/saslauthd-ts; docs/dovecot.md)',
+      ),
     )
     .addOption(new Option('-c', 'enable the credential cache'))
     .addOption(
@@ -339,6 +348,13 @@ export function parseArgs(argv: string[]): ParseResult {
   const mech = String(o.a).toLowerCase();
   const runDir = String(o.m);
   if (!path.isAbsolute(runDir)) return fail('-m requires an absolute pathname');
+  const dovecotSocket = o.dovecotSocket === undefined ? undefined : String(o.dovecotSocket);
+  if (dovecotSocket !== undefined && !path.isAbsolute(dovecotSocket)) {
+    return fail(`--dovecot-socket ${dovecotSocket}: needs an absolute path, as /var/spool/postfix/private/saslauthd-ts`);
+  }
+  if (dovecotSocket !== undefined && path.resolve(dovecotSocket) === path.join(path.resolve(runDir), 'mux')) {
+    return fail(`--dovecot-socket ${dovecotSocket}: is the mux socket of -m ${runDir}; choose another path`);
+  }
   const free = Number(o.throttleFree);
   const refuse = Number(o.throttleRefuse);
   if (refuse <= free) return fail(`--throttle-refuse (${refuse}) must be above --throttle-free (${free})`);
@@ -435,6 +451,7 @@ export function parseArgs(argv: string[]): ParseResult {
       readTimeoutMs: Number(o.readTimeout) * 1000,
       authTimeoutMs: Number(o.authTimeout) * 1000,
       drainTimeoutMs: Number(o.drainTimeout) * 1000,
+      dovecotSocket,
       maxConnections: Number(o.maxConnections),
       pamThreads: Number(o.pamThreads),
       throttle,

@@ -1,6 +1,7 @@
 // More cores for the socket work: with --workers N > 1 the daemon runs
 // min(N, cores) worker processes that accept on one shared listening socket
-// (the primary binds it and hands the descriptor to each worker as fd 4; the
+// (the primary binds it and hands the descriptor to each worker as fd 4, and
+// the Dovecot door's as fd 5; the
 // kernel gives each connection to whichever worker accepts first, as
 // node:cluster's SCHED_NONE would; round-robin through the primary halved
 // throughput).
@@ -36,6 +37,8 @@ export type ToWorker =
 
 /** Where a worker finds the listening socket the primary bound. */
 export const WORKER_LISTEN_FD = 4;
+/** And the Dovecot door's (--dovecot-socket), when there is one. */
+export const WORKER_DOVECOT_FD = 5;
 
 /** --workers N on this machine: never more than its cores. */
 export function workerCount(requested: number, cpus = os.availableParallelism()): number {
@@ -76,6 +79,8 @@ export interface PrimaryOptions {
   shutdownGraceMs: number;
   /** The listening socket, passed to every worker as WORKER_LISTEN_FD. */
   listenFd: number;
+  /** The Dovecot door's listening socket, passed as WORKER_DOVECOT_FD. */
+  dovecotFd?: number | undefined;
 }
 
 /** How long a scrape waits for the workers' figures; a late worker counts with its last ones. */
@@ -105,7 +110,15 @@ export class Primary {
   private retired: Snapshot = [];
 
   constructor(private readonly opts: PrimaryOptions) {
-    cluster.setupPrimary({ stdio: ['inherit', 'inherit', 'inherit', 'ipc', opts.listenFd] });
+    const stdio = [
+      'inherit',
+      'inherit',
+      'inherit',
+      'ipc',
+      opts.listenFd,
+      ...(opts.dovecotFd !== undefined ? [opts.dovecotFd] : []),
+    ];
+    cluster.setupPrimary({ stdio });
   }
 
   /** Fork the workers; resolves once every one of them is listening. */
