@@ -38,6 +38,8 @@ export interface StartOptions {
    * fields of the result lines. The text form has tests of its own.
    */
   logFormat?: 'text' | 'json';
+  /** --dovecot-socket: also wait for this socket before returning. */
+  dovecotSocket?: string;
 }
 
 export async function waitForSocket(socketPath: string, timeoutMs: number, child?: ChildProcess): Promise<void> {
@@ -61,7 +63,8 @@ export async function waitForSocket(socketPath: string, timeoutMs: number, child
 export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const runDir = opts.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-test-'));
   const socketPath = path.join(runDir, 'mux');
-  const argv = [DAEMON_BIN, opts.mode ?? '-f', '-m', runDir, '--log-format', opts.logFormat ?? 'json', ...opts.args];
+  const dovecot = opts.dovecotSocket === undefined ? [] : ['--dovecot-socket', opts.dovecotSocket];
+  const argv = [DAEMON_BIN, opts.mode ?? '-f', '-m', runDir, '--log-format', opts.logFormat ?? 'json', ...dovecot, ...opts.args];
   // prlimit sets the limit on itself and then execs: the pid stays the daemon's.
   const prefix = [
     ...(opts.prefix ?? []),
@@ -83,6 +86,7 @@ export async function startDaemon(opts: StartOptions): Promise<RunningDaemon> {
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   try {
     await waitForSocket(socketPath, opts.timeoutMs ?? 10_000, child);
+    if (opts.dovecotSocket !== undefined) await waitForSocket(opts.dovecotSocket, opts.timeoutMs ?? 10_000, child);
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\n--- daemon output ---\n${out}`);
