@@ -34,6 +34,13 @@ export interface PostfixOptions {
   listeners: ListenerSpec[];
   smtpdConf?: string;
   mainCf?: Record<string, string>;
+  /**
+   * Runs once Postfix has started (its queue directory, private/ included,
+   * exists) and before the listeners are probed: where a test starts the
+   * daemon an smtpd needs at its first connection (smtpd_sasl_type = dovecot
+   * exits without its auth socket, and master then throttles the service).
+   */
+  beforeReady?: (pf: PostfixInstance) => Promise<void>;
 }
 
 export interface PostfixInstance {
@@ -239,7 +246,13 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
     await instance.stop();
     throw new Error(`postfix did not start (${start.code}):\n${start.stdout}${start.stderr}\n${log}`);
   }
-  for (const port of ports) await waitForSmtp(port, 15_000);
+  try {
+    await opts.beforeReady?.(instance);
+    for (const port of ports) await waitForSmtp(port, 15_000);
+  } catch (err) {
+    await instance.stop();
+    throw err;
+  }
   return instance;
 }
 
@@ -277,6 +290,8 @@ async function waitForSmtp(port: number, timeoutMs: number): Promise<void> {
         if (got.includes('\n')) done(got);
       });
       s.on('error', () => done(''));
+      // An smtpd that exits before its banner (a fatal error) closes the connection.
+      s.on('close', () => done(got));
     });
     if (banner.startsWith('220')) return;
     if (Date.now() > until) throw new Error(`no SMTP banner on 127.0.0.1:${port}`);
@@ -286,6 +301,8 @@ async function waitForSmtp(port: number, timeoutMs: number): Promise<void> {
 
 export interface SwaksOptions {
   port: number;
+  /** The client's source address (any 127.x.y.z reaches a 127.0.0.1 listener). */
+  localAddress?: string;
   auth?: 'PLAIN' | 'LOGIN';
   user?: string;
   password?: string;
@@ -309,6 +326,7 @@ export function swaks(o: SwaksOptions): Promise<CmdResult> {
     '--timeout',
     '20',
   ];
+  if (o.localAddress !== undefined) args.push('--local-interface', o.localAddress);
   if (o.auth !== undefined) {
     args.push('--auth', o.auth, '--auth-user', o.user ?? '', '--auth-password', o.password ?? '');
   }
