@@ -42,7 +42,6 @@ import {
   sendToPrimary,
   StartupFailure,
   waitForInit,
-  WORKER_DOVECOT_FD,
   WORKER_LISTEN_FD,
   workerCount,
   type ToWorker,
@@ -285,7 +284,13 @@ function createThrottle(
 async function serve(
   opts: DaemonOptions,
   logger: DaemonLogger,
-  worker?: { key: Buffer; onCacheChange: (op: CacheOp) => void; onThrottleChange: (op: ThrottleOp) => void },
+  worker?: {
+    key: Buffer;
+    /** The primary's descriptor of the Dovecot door's socket. */
+    dovecotFd: number | undefined;
+    onCacheChange: (op: CacheOp) => void;
+    onThrottleChange: (op: ThrottleOp) => void;
+  },
 ): Promise<Service> {
   const { log } = logger;
   // The fingerprints' key: the fleet's (--state-key), else random, in memory
@@ -384,7 +389,7 @@ async function serve(
   try {
     await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);
     try {
-      await dovecot?.listen(worker !== undefined ? WORKER_DOVECOT_FD : undefined);
+      await dovecot?.listen(worker?.dovecotFd);
     } catch (err) {
       await server.close(0);
       throw err;
@@ -611,11 +616,12 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
 /** A cluster worker: serves on the primary's socket until told to stop. */
 async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<void> {
   const { log } = logger;
-  const { key } = await waitForInit();
+  const { key, dovecotFd } = await waitForInit();
   let svc: Service;
   try {
     svc = await serve(opts, logger, {
       key,
+      dovecotFd,
       onCacheChange: (op) => sendToPrimary({ type: 'cache', op }),
       onThrottleChange: (op) => sendToPrimary({ type: 'throttle', op }),
     });

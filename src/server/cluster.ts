@@ -1,10 +1,12 @@
 // More cores for the socket work: with --workers N > 1 the daemon runs
 // min(N, cores) worker processes that accept on one shared listening socket
-// (the primary binds it and hands the descriptor to each worker as fd 4, and
-// the Dovecot door's as fd 5; the
+// (the primary binds it and hands the descriptor to each worker as fd 4; the
 // kernel gives each connection to whichever worker accepts first, as
 // node:cluster's SCHED_NONE would; round-robin through the primary halved
-// throughput).
+// throughput). The Dovecot door's socket (--dovecot-socket) the primary binds
+// too, and node:cluster's round-robin hands its connections to the workers:
+// they are few and long-lived (one per smtpd process), so accepting them in
+// the primary costs nothing.
 // Opt-in: hashing and PAM already use every core through their threads, and
 // on a 2-core machine shared with its clients a second process measured no
 // faster while doubling memory. The primary owns the socket file, the pid
@@ -27,7 +29,7 @@ export type ToPrimary =
   | { type: 'metrics'; id: number; snapshot: Snapshot };
 
 export type ToWorker =
-  | { type: 'init'; key: string }
+  | { type: 'init'; key: string; dovecotFd?: number | undefined }
   | { type: 'shutdown' }
   | { type: 'reload' }
   | { type: 'cache'; op: CacheOp }
@@ -37,8 +39,6 @@ export type ToWorker =
 
 /** Where a worker finds the listening socket the primary bound. */
 export const WORKER_LISTEN_FD = 4;
-/** And the Dovecot door's (--dovecot-socket), when there is one. */
-export const WORKER_DOVECOT_FD = 5;
 
 /** --workers N on this machine: never more than its cores. */
 export function workerCount(requested: number, cpus = os.availableParallelism()): number {
@@ -51,13 +51,17 @@ export function sendToPrimary(msg: ToPrimary): void {
   process.send?.(msg);
 }
 
-/** In a worker: resolves with the init message (the fingerprint key every worker shares). */
-export function waitForInit(): Promise<{ key: Buffer }> {
+/**
+ * In a worker: resolves with the init message: the fingerprint key every
+ * worker shares, and the primary's descriptor of the Dovecot door's socket
+ * (a worker listens on it through node:cluster, which the primary serves).
+ */
+export function waitForInit(): Promise<{ key: Buffer; dovecotFd: number | undefined }> {
   return new Promise((resolve) => {
     const onMessage = (msg: ToWorker): void => {
       if (msg.type !== 'init') return;
       process.off('message', onMessage);
-      resolve({ key: Buffer.from(msg.key, 'base64') });
+      resolve({ key: Buffer.from(msg.key, 'base64'), dovecotFd: msg.dovecotFd });
     };
     process.on('message', onMessage);
   });
@@ -79,7 +83,7 @@ export interface PrimaryOptions {
   shutdownGraceMs: number;
   /** The listening socket, passed to every worker as WORKER_LISTEN_FD. */
   listenFd: number;
-  /** The Dovecot door's listening socket, passed as WORKER_DOVECOT_FD. */
+  /** The Dovecot door's listening socket, which the workers listen on through node:cluster. */
   dovecotFd?: number | undefined;
 }
 
@@ -110,15 +114,7 @@ export class Primary {
   private retired: Snapshot = [];
 
   constructor(private readonly opts: PrimaryOptions) {
-    const stdio = [
-      'inherit',
-      'inherit',
-      'inherit',
-      'ipc',
-      opts.listenFd,
-      ...(opts.dovecotFd !== undefined ? [opts.dovecotFd] : []),
-    ];
-    cluster.setupPrimary({ stdio });
+    cluster.setupPrimary({ stdio: ['inherit', 'inherit', 'inherit', 'ipc', opts.listenFd] });
   }
 
   /** Fork the workers; resolves once every one of them is listening. */
@@ -145,7 +141,7 @@ export class Primary {
   private fork(onListening: () => void, onFatal: (message: string, exitCode: number) => void): void {
     const w = cluster.fork();
     this.workers.add(w);
-    w.send({ type: 'init', key: this.key } satisfies ToWorker);
+    w.send({ type: 'init', key: this.key, dovecotFd: this.opts.dovecotFd } satisfies ToWorker);
     let fatal: { message: string; exitCode: number } | undefined;
     w.on('message', (msg: ToPrimary) => {
       if (msg.type === 'listening') {

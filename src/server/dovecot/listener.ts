@@ -14,7 +14,7 @@ import { handshake } from '../../protocol/dovecot/wire';
 import type { Exchange } from '../exchange';
 import { StartupError } from '../server';
 import { CONTINUATION_TIMEOUT_MS, DovecotConnection, IDLE_TIMEOUT_MS, MAX_REQUESTS_PER_CONNECTION } from './connection';
-import { bindSocket, claimPath, FLAG, removeSocket, SOCKET_USER, type BoundSocket } from './socket-file';
+import { bindSocket, claimPath, FLAG, LISTEN_BACKLOG, removeSocket, SOCKET_USER, type BoundSocket } from './socket-file';
 
 export interface DovecotServerOptions {
   socketPath: string;
@@ -78,7 +78,11 @@ export class DovecotServer {
     return bindSocket(socketPath);
   }
 
-  /** Listen: on our own socket file, or (a cluster worker) on the descriptor the primary bound. */
+  /**
+   * Listen: on our own socket file, or (a cluster worker) on the primary's
+   * descriptor of the socket it bound, which node:cluster's primary then
+   * accepts on and hands out.
+   */
   async listen(sharedFd?: number): Promise<void> {
     const path = this.opts.socketPath;
     let fd = sharedFd;
@@ -94,8 +98,9 @@ export class DovecotServer {
     try {
       await new Promise<void>((resolve, reject) => {
         this.server.once('error', reject);
-        // exclusive: a cluster worker accepts on the descriptor itself, not through the primary.
-        this.server.listen({ fd, exclusive: true }, () => {
+        // The backlog bindSocket gave it: listen(2) again resets it, and
+        // Node takes it from this argument only when listening on a descriptor.
+        this.server.listen({ fd }, LISTEN_BACKLOG, () => {
           this.server.off('error', reject);
           resolve();
         });

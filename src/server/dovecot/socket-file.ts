@@ -14,6 +14,8 @@ import { probeSocket, StartupError } from '../server';
 export const FLAG = '--dovecot-socket';
 export const SOCKET_USER = 'postfix';
 export const SOCKET_MODE = 0o660;
+/** Connections the kernel queues before they are accepted (a burst of smtpd processes starting). */
+export const LISTEN_BACKLOG = 4096;
 
 /** uid and primary gid of a user in the passwd file (Postfix's account is a local one), or undefined. */
 export function userIds(name: string, passwdFile = '/etc/passwd'): { uid: number; gid: number } | undefined {
@@ -84,7 +86,7 @@ export function bindSocket(socketPath: string, passwdFile?: string): BoundSocket
   const old = process.umask(0o777 & ~SOCKET_MODE);
   let fd: number;
   try {
-    fd = native.bindUnixSocket(socketPath, 4096);
+    fd = native.bindUnixSocket(socketPath, LISTEN_BACKLOG);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     throw new StartupError(`${FLAG} ${socketPath}: ${e.message}`, e.code ?? 'ELISTEN');
