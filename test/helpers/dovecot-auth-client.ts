@@ -48,6 +48,8 @@ export class DovecotAuthClient {
   private readonly early = new Map<number, string[]>();
   private nextId = 1;
   private ended = false;
+  /** Ids of the OK and FAIL lines received, in the order they came. */
+  readonly answeredIds: number[] = [];
   /** Resolves once the server closed the connection. */
   readonly closed: Promise<void>;
   handshake: Handshake = { lines: [], mechs: [] };
@@ -142,6 +144,7 @@ export class DovecotAuthClient {
   private onLine(line: string): void {
     const [cmd, idText] = line.split('\t');
     const id = Number(idText);
+    if ((cmd === 'OK' || cmd === 'FAIL') && Number.isInteger(id)) this.answeredIds.push(id);
     if ((cmd === 'OK' || cmd === 'FAIL' || cmd === 'CONT') && Number.isInteger(id)) {
       const w = this.byId.get(id);
       if (w !== undefined) {
