@@ -5,8 +5,13 @@
  *
  *   saslauthd-loadgen -s SOCKET -c CONC -d SECONDS -u USER -p PASS
  *                     [-S service] [-r realm] [-i IDLE] [-w WRONG -W WRONGPASS]
- *                     [-m guess|spray]
+ *                     [-m guess|spray] [-P dovecot]
  *
+ * -P dovecot: the socket speaks Dovecot's auth protocol (--dovecot-socket), as
+ *    Postfix's smtpd_sasl_type = dovecot does: each thread keeps one
+ *    connection (handshake once) and sends AUTH PLAIN on it, one at a time,
+ *    with its own rip= (10.<n>.<n>.<n>); the realm, if any, as user@realm.
+ *    FAIL counts as NO; a closed connection (a temporary failure) as an error.
  * -i IDLE: hold IDLE extra connections open (sending nothing) during the run.
  * -w WRONG: WRONG extra threads keep sending WRONGPASS (not measured).
  * -m guess: every request carries a new password (PASS-<thread>-<n>), as a
@@ -32,9 +37,20 @@ struct req {
 
 enum mode { FIXED, GUESS, SPRAY };
 
+/* A thread's persistent Dovecot-protocol connection. */
+struct dconn {
+  int fd;
+  char buf[8192];
+  size_t got;
+  unsigned id;
+};
+
 struct worker {
   pthread_t tid;
+  struct dconn dc;
   const struct req* rq;
+  /* The same credentials as rq, for -P dovecot. */
+  const char *rq_user, *rq_pass;
   int mode;
   int index;
   int measured;
@@ -44,6 +60,7 @@ struct worker {
 };
 
 static const char* g_socket;
+static int g_dovecot;
 static const char *g_user, *g_pass, *g_service, *g_realm;
 static volatile int g_stop;
 static struct timeval g_io_timeout = {30, 0};
@@ -101,6 +118,97 @@ static int one_request(const struct req* rq) {
   return (in[2] == 'O' && in[3] == 'K') ? 1 : 0;
 }
 
+static void b64(const unsigned char* in, size_t n, char* out) {
+  static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+    out[o++] = a[v >> 18 & 63];
+    out[o++] = a[v >> 12 & 63];
+    out[o++] = i + 1 < n ? a[v >> 6 & 63] : '=';
+    out[o++] = i + 2 < n ? a[v & 63] : '=';
+  }
+  out[o] = 0;
+}
+
+/* The next line from the connection (LF stripped) into line; -1 on EOF or error. */
+static int read_line(struct dconn* c, char* line, size_t cap) {
+  for (;;) {
+    char* nl = memchr(c->buf, '\n', c->got);
+    if (nl != NULL) {
+      size_t n = (size_t)(nl - c->buf);
+      if (n >= cap) return -1;
+      memcpy(line, c->buf, n);
+      line[n] = 0;
+      c->got -= n + 1;
+      memmove(c->buf, nl + 1, c->got);
+      return (int)n;
+    }
+    if (c->got == sizeof c->buf) return -1;
+    ssize_t r = read(c->fd, c->buf + c->got, sizeof c->buf - c->got);
+    if (r <= 0) return -1;
+    c->got += (size_t)r;
+  }
+}
+
+static void dovecot_close(struct dconn* c) {
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  c->got = 0;
+}
+
+/* Connect and do the handshake: our VERSION and CPID, the server's lines up to DONE. */
+static int dovecot_open(struct dconn* c) {
+  c->fd = connect_socket(0);
+  c->got = 0;
+  if (c->fd < 0) return -1;
+  char hello[64];
+  int n = snprintf(hello, sizeof hello, "VERSION\t1\t0\nCPID\t%d\n", (int)getpid());
+  if (write(c->fd, hello, (size_t)n) != n) {
+    dovecot_close(c);
+    return -1;
+  }
+  char line[1024];
+  for (;;) {
+    if (read_line(c, line, sizeof line) < 0) {
+      dovecot_close(c);
+      return -1;
+    }
+    if (strcmp(line, "DONE") == 0) return 0;
+  }
+}
+
+/* 1 = OK, 0 = FAIL, -1 = error (the connection is then reopened for the next request). */
+static int dovecot_request(struct worker* w, const char* user, const char* pass) {
+  struct dconn* c = &w->dc;
+  if (c->fd < 0 && dovecot_open(c) < 0) return -1;
+  unsigned char plain[700];
+  size_t ul = strlen(user), rl = strlen(g_realm), pl = strlen(pass), n = 0;
+  plain[n++] = 0;
+  memcpy(plain + n, user, ul);
+  n += ul;
+  if (rl > 0) {
+    plain[n++] = '@';
+    memcpy(plain + n, g_realm, rl);
+    n += rl;
+  }
+  plain[n++] = 0;
+  memcpy(plain + n, pass, pl);
+  n += pl;
+  char resp[1000], req[1300], line[1024];
+  b64(plain, n, resp);
+  int len = snprintf(req, sizeof req, "AUTH\t%u\tPLAIN\tservice=%s\tnologin\tlip=127.0.0.1\trip=10.%d.%d.%d\tresp=%s\n",
+                     ++c->id, g_service, (w->index >> 16) & 255, (w->index >> 8) & 255, w->index & 255, resp);
+  if (write(c->fd, req, (size_t)len) != len || read_line(c, line, sizeof line) < 0) {
+    dovecot_close(c);
+    return -1;
+  }
+  if (strncmp(line, "OK\t", 3) == 0) return 1;
+  if (strncmp(line, "FAIL\t", 5) == 0) return 0;
+  dovecot_close(c);
+  return -1;
+}
+
 /* The request for a guessing or spraying worker's next attempt. */
 static void varied(const struct worker* w, struct req* r) {
   char buf[300];
@@ -121,10 +229,26 @@ static void varied(const struct worker* w, struct req* r) {
 static void* run(void* arg) {
   struct worker* w = arg;
   struct req mine;
+  char vuser[300], vpass[300];
+  w->dc.fd = -1;
   while (!g_stop) {
     if (w->mode != FIXED) varied(w, &mine);
     uint64_t t0 = now_us();
-    int r = one_request(w->mode != FIXED ? &mine : w->rq);
+    int r;
+    if (g_dovecot) {
+      const char* u = w->rq_user;
+      const char* p = w->rq_pass;
+      if (w->mode == SPRAY) {
+        snprintf(vuser, sizeof vuser, "%s%dx%llu", g_user, w->index, (unsigned long long)w->n);
+        u = vuser;
+      } else if (w->mode == GUESS) {
+        snprintf(vpass, sizeof vpass, "%s-%d-%llu", g_pass, w->index, (unsigned long long)w->n);
+        p = vpass;
+      }
+      r = dovecot_request(w, u, p);
+    } else {
+      r = one_request(w->mode != FIXED ? &mine : w->rq);
+    }
     uint64_t dt = now_us() - t0;
     if (g_stop && w->measured) break; /* don't count requests cut by the end */
     w->n++;
@@ -140,6 +264,7 @@ static void* run(void* arg) {
     }
     if (r < 0) usleep(1000); /* daemon gone or backlog full: don't spin */
   }
+  dovecot_close(&w->dc);
   return NULL;
 }
 
@@ -153,7 +278,7 @@ int main(int argc, char** argv) {
   double secs = 5;
   const char *user = NULL, *pass = NULL, *wpass = "wrong-password", *service = "smtp", *realm = "";
   int opt;
-  while ((opt = getopt(argc, argv, "s:c:d:u:p:S:r:i:w:W:m:")) != -1) {
+  while ((opt = getopt(argc, argv, "s:c:d:u:p:S:r:i:w:W:m:P:")) != -1) {
     switch (opt) {
       case 's': g_socket = optarg; break;
       case 'c': conc = atoi(optarg); break;
@@ -166,12 +291,14 @@ int main(int argc, char** argv) {
       case 'w': wrong = atoi(optarg); break;
       case 'W': wpass = optarg; break;
       case 'm': mode = strcmp(optarg, "guess") == 0 ? GUESS : strcmp(optarg, "spray") == 0 ? SPRAY : -1; break;
+      case 'P': g_dovecot = strcmp(optarg, "dovecot") == 0 ? 1 : -1; break;
       default:
-        fprintf(stderr, "usage: %s -s socket -c conc -d secs -u user -p pass [-S svc] [-r realm] [-i idle] [-w n -W pass] [-m guess|spray]\n", argv[0]);
+        fprintf(stderr, "usage: %s -s socket -c conc -d secs -u user -p pass [-S svc] [-r realm] [-i idle] [-w n -W pass] [-m guess|spray] [-P dovecot]\n", argv[0]);
         return 1;
     }
   }
-  if (!g_socket || !user || !pass || conc < 1 || mode < 0 || strlen(user) > 200 || strlen(pass) > 200) {
+  if (!g_socket || !user || !pass || conc < 1 || mode < 0 || g_dovecot < 0 || strlen(user) > 200 || strlen(pass) > 200 ||
+      strlen(realm) > 200 || (g_dovecot && idle > 0)) {
     fprintf(stderr, "missing or bad arguments\n");
     return 1;
   }
@@ -194,6 +321,9 @@ int main(int argc, char** argv) {
   struct worker* bg = calloc((size_t)wrong + 1, sizeof *bg);
   for (int i = 0; i < wrong; i++) {
     bg[i].rq = &bad;
+    bg[i].rq_user = user;
+    bg[i].rq_pass = wpass;
+    bg[i].index = conc + i;
     pthread_create(&bg[i].tid, NULL, run, &bg[i]);
   }
   if (wrong > 0) usleep(300000); /* let the wrong logins occupy the daemon first */
@@ -202,6 +332,8 @@ int main(int argc, char** argv) {
   uint64_t start = now_us();
   for (int i = 0; i < conc; i++) {
     ws[i].rq = &good;
+    ws[i].rq_user = user;
+    ws[i].rq_pass = pass;
     ws[i].measured = 1;
     ws[i].mode = mode;
     ws[i].index = i;

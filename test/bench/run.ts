@@ -5,8 +5,10 @@
 // Load comes from build/Release/saslauthd-loadgen (C, threads, one request per
 // connection as real clients do). BENCH_SECONDS sets the length of each run
 // (default 3; the yescrypt rows run at least 10), BENCH_REPEAT the runs per daemon and row (default 3, median
-// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,state,metrics selects row groups. The state rows run
-// saslauthd-ts against itself with --state (a private redis-server on 127.0.0.1) and without.
+// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,state,metrics,dovecot selects row groups. The state rows run
+// saslauthd-ts against itself with --state (a private redis-server on 127.0.0.1) and without; the dovecot
+// rows run the same daemon through its two doors: the Dovecot socket (--dovecot-socket), one persistent
+// connection per client as Postfix keeps one per smtpd process, against mux, one connection per request.
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,7 +26,7 @@ import { scrape } from '../helpers/metrics';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Runs per daemon and row, alternating; the row shows the median run (by req/s). */
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 3));
-const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,state,metrics').split(','));
+const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,state,metrics,dovecot').split(','));
 const CYRUS = '/usr/sbin/saslauthd';
 const LOADGEN = path.join(ROOT, 'build', 'Release', 'saslauthd-loadgen');
 const haveCyrus = fs.existsSync(CYRUS);
@@ -52,6 +54,8 @@ interface Daemon {
   socket: string;
   /** --metrics socket, when started with one. */
   metrics?: string;
+  /** --dovecot-socket, when started with it. */
+  dovecotSocket?: string;
   pids(): number[];
   stop(): Promise<void>;
 }
@@ -87,20 +91,24 @@ function cpuUs(pids: number[]): number {
   return ticks * TICK_US;
 }
 
-async function startOurs(args: string[], withMetrics = false): Promise<Daemon> {
+async function startOurs(args: string[], withMetrics = false, withDovecot = false): Promise<Daemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-ts-'));
   const log = fs.openSync(path.join(dir, 'daemon.log'), 'w');
   const metrics = withMetrics ? path.join(dir, 'metrics.sock') : undefined;
-  const child: ChildProcess = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, ...args, ...(metrics ? ['--metrics', metrics] : [])], {
+  const dovecotSocket = withDovecot ? path.join(dir, 'dovecot') : undefined;
+  const dovecot = dovecotSocket === undefined ? [] : ['--dovecot-socket', dovecotSocket];
+  const child: ChildProcess = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, ...dovecot, ...args, ...(metrics ? ['--metrics', metrics] : [])], {
     stdio: ['ignore', log, log],
   });
   await waitForSocket(path.join(dir, 'mux'), 10_000, child);
+  if (dovecotSocket !== undefined) await waitForSocket(dovecotSocket, 10_000, child);
   // With worker processes the socket answers as soon as the first listens;
   // wait for the "listening" line the primary logs once all of them do.
   for (let i = 0; i < 100 && !/listening on socket/.test(fs.readFileSync(path.join(dir, 'daemon.log'), 'utf8')); i++) await sleep(50);
   return {
     socket: path.join(dir, 'mux'),
     ...(metrics ? { metrics } : {}),
+    ...(dovecotSocket !== undefined ? { dovecotSocket } : {}),
     pids: () => (child.pid ? [child.pid, ...childPids(child.pid)] : []),
     async stop() {
       child.kill('SIGTERM');
@@ -138,12 +146,13 @@ function loadgen(socket: string, args: string[], seconds: number): Promise<Load>
   });
 }
 
-async function measure(start: () => Promise<Daemon>, args: string[], seconds: number): Promise<Measured> {
+async function measure(start: () => Promise<Daemon>, args: string[], seconds: number, door: 'mux' | 'dovecot' = 'mux'): Promise<Measured> {
   const d = await start();
   try {
     await sleep(200);
     const before = cpuUs(d.pids());
-    const load = await loadgen(d.socket, args, seconds);
+    const load =
+      door === 'dovecot' ? await loadgen(d.dovecotSocket ?? '', ['-P', 'dovecot', ...args], seconds) : await loadgen(d.socket, args, seconds);
     const used = cpuUs(d.pids()) - before;
     return { ...load, rssMb: rssMb(d.pids(), 'VmHWM'), cpuUs: load.requests > 0 ? used / load.requests : 0 };
   } finally {
@@ -360,6 +369,33 @@ async function metricsRows(rows: Array<[string, string[], string[]]>): Promise<v
   }
 }
 
+/**
+ * The two doors of one daemon on the same mechanism and load: the Dovecot
+ * socket with a persistent connection per client (what Postfix's Dovecot
+ * client keeps), against mux with a connection per request (what libsasl
+ * opens). Runs alternate which door goes first; medians.
+ */
+async function dovecotRows(rowsToRun: Array<{ name: string; args: string[]; load: string[]; seconds?: number }>): Promise<void> {
+  console.log(`\nthe Dovecot door (--dovecot-socket, persistent connections) against mux (a connection per request); median of ${REPEAT} runs, alternating`);
+  console.log(`${'row'.padEnd(34)} | ${'mux'.padEnd(48)} | ${'dovecot'.padEnd(48)} | dovecot/mux`);
+  for (const r of rowsToRun) {
+    const seconds = r.seconds ?? SECONDS;
+    const mux: Measured[] = [];
+    const dovecot: Measured[] = [];
+    for (let i = 0; i < REPEAT; i++) {
+      const start = (): Promise<Daemon> => startOurs(r.args, false, true);
+      if (i % 2 === 0) mux.push(await measure(start, r.load, seconds));
+      dovecot.push(await measure(start, r.load, seconds, 'dovecot'));
+      if (i % 2 !== 0) mux.push(await measure(start, r.load, seconds));
+    }
+    const m = median(mux);
+    const v = median(dovecot);
+    const cell = (x: Measured): string =>
+      `${fmt(x.rps).padStart(7)} ${fmt(x.p50_ms, 2).padStart(7)} ${fmt(x.p99_ms, 2).padStart(8)} ${fmt(x.ok).padStart(6)}/${fmt(x.no)}/${fmt(x.errors)} ${fmt(x.rssMb).padStart(4)}MB ${fmt(x.cpuUs).padStart(5)}us`;
+    console.log(`${r.name.padEnd(34)} | ${cell(m)} | ${cell(v)} | ${(v.rps / m.rps).toFixed(2)}x`);
+  }
+}
+
 async function cryptCpuMs(hash: string, password: string, n: number): Promise<number> {
   const pw = Buffer.from(password);
   const before = process.cpuUsage();
@@ -453,6 +489,16 @@ async function main(): Promise<void> {
         { name: 'cache hit C=8', args: ['-a', 'shadow', '-c'], load: ['-c', '8', '-u', yes.name, '-p', pw] },
         { name: 'shadow sha512 C=8', args: ['-a', 'shadow'], load: ['-c', '8', '-u', sha.name, '-p', pw] },
       ]);
+    }
+    if (GROUPS.has('dovecot')) {
+      const rowsToRun: Array<{ name: string; args: string[]; load: string[]; seconds?: number }> = [];
+      for (const c of [1, 8, 64]) {
+        rowsToRun.push({ name: `cache hit C=${c}`, args: ['-a', 'shadow', '-c'], load: ['-c', String(c), '-u', yes.name, '-p', pw] });
+      }
+      for (const c of [1, 8, 64]) {
+        rowsToRun.push({ name: `shadow sha512 C=${c}`, args: ['-a', 'shadow'], load: ['-c', String(c), '-u', sha.name, '-p', pw] });
+      }
+      await dovecotRows(rowsToRun);
     }
     const idle = await startOurs(['-a', 'shadow']);
     await sleep(500);
