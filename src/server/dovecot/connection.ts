@@ -351,8 +351,12 @@ export class DovecotConnection implements AnswerSink {
         if (expired.length > 0)
           t.log.debug({ ids: expired }, 'dovecot socket: requests forgotten: the client did not continue them in time');
         if (this.session.openRequests === 0 && this.lineStarted === undefined && now >= this.lastActive + t.idleTimeoutMs) {
+          // Closed outright, not half-closed: a client (smtpd) that writes its
+          // next request then gets EPIPE at once and reconnects, where after a
+          // half-close its write would succeed and it would read EOF instead,
+          // a lost connection (Postfix's 454).
           t.log.debug('dovecot socket: closing an idle connection');
-          this.closeGracefully();
+          this.destroy();
           return;
         }
         break;
