@@ -370,6 +370,7 @@ async function serve(
           fingerprintKey,
           handle: (x) => auth.handle(x),
           log,
+          onProtocolError: metrics !== undefined ? (reason) => metrics.protocolError(reason) : undefined,
         });
   metrics?.attach({
     // Both doors: connections open and requests in flight, whichever socket they came through.

@@ -23,6 +23,7 @@ import type net from 'node:net';
 import type pino from 'pino';
 import type { Fingerprinter } from '../../auth/fingerprint';
 import type { LineBudget } from '../../log/line-budget';
+import type { ProtocolError } from '../../metrics/service';
 import { shown } from '../../log/display';
 import { LineDecoder, MAX_LINE_BYTES } from '../../protocol/dovecot/line-decoder';
 import { DovecotSession, type SessionOutput } from '../../protocol/dovecot/session';
@@ -53,6 +54,8 @@ export interface ConnectionContext {
   log: pino.Logger;
   budget: LineBudget;
   onClose(c: DovecotConnection): void;
+  /** Input that never became a request, for the metrics (the mux door's reasons, where one fits). */
+  onProtocolError?: ((reason: ProtocolError) => void) | undefined;
 }
 
 type ConnState = 'handshake' | 'ready' | 'draining' | 'closed';
@@ -96,6 +99,7 @@ export class DovecotConnection implements AnswerSink {
 
   /** End at once, whatever is open: the requests being decided are abandoned now, not when the socket reports its close. */
   destroy(): void {
+    this.decoder.wipe();
     this.onClosed();
     this.socket.destroy();
   }
@@ -138,6 +142,7 @@ export class DovecotConnection implements AnswerSink {
         { bytes: d.bytes, limit: MAX_LINE_BYTES },
         `dovecot socket: client sent a line longer than ${MAX_LINE_BYTES} bytes; closing connection`,
       );
+      this.ctx.onProtocolError?.('oversize');
       this.destroy();
       return;
     }
@@ -193,6 +198,9 @@ export class DovecotConnection implements AnswerSink {
           this.session.done(r.id);
           this.write(failLine(r.id, { user: made.user, reason: REFUSAL_REASON }));
           const { message, field, length } = made.refusal;
+          this.ctx.onProtocolError?.(
+            field !== undefined ? 'oversize' : message.includes('login') ? 'null_login' : 'null_password',
+          );
           this.ctx.budget.line(
             'error',
             field !== undefined ? `dovecot socket: ${field} exceeded MAX_REQ_LEN` : `dovecot socket: ${message}`,
@@ -259,11 +267,14 @@ export class DovecotConnection implements AnswerSink {
   /** The client closed its side: answer what is being decided, then close ours. */
   private onEnd(): void {
     if (this.state === 'closed' || this.state === 'draining') return;
+    if (this.decoder.pending > 0) this.ctx.onProtocolError?.('incomplete');
     this.closeGracefully();
   }
 
   private onClosed(): void {
     if (this.state === 'closed') return;
+    // Reset by the client in the middle of a line (our own closes go through destroy(), which wipes first).
+    if (this.decoder.pending > 0) this.ctx.onProtocolError?.('incomplete');
     this.state = 'closed';
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -326,6 +337,7 @@ export class DovecotConnection implements AnswerSink {
             { timeoutMs: t.readTimeoutMs },
             'dovecot socket: handshake not completed within the read timeout; closing connection',
           );
+          this.ctx.onProtocolError?.('read_timeout');
           this.destroy();
           return;
         }
@@ -344,6 +356,7 @@ export class DovecotConnection implements AnswerSink {
             { bytes: this.decoder.pending, timeoutMs: t.readTimeoutMs },
             'dovecot socket: line not received within the read timeout; closing connection',
           );
+          this.ctx.onProtocolError?.('read_timeout');
           this.destroy();
           return;
         }

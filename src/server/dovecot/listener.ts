@@ -9,6 +9,7 @@ import net from 'node:net';
 import type pino from 'pino';
 import { Fingerprinter } from '../../auth/fingerprint';
 import { LineBudget } from '../../log/line-budget';
+import type { ProtocolError } from '../../metrics/service';
 import { MECHANISMS } from '../../protocol/dovecot/sasl';
 import { handshake } from '../../protocol/dovecot/wire';
 import type { Exchange } from '../exchange';
@@ -27,6 +28,8 @@ export interface DovecotServerOptions {
   /** Answers one request (exactly once, through the exchange). */
   handle(x: Exchange): void;
   log: pino.Logger;
+  /** Input that never became a request (metrics), as the mux listener reports it. */
+  onProtocolError?: ((reason: ProtocolError) => void) | undefined;
   /** Test seams. */
   idleTimeoutMs?: number;
   continuationTimeoutMs?: number;
@@ -125,6 +128,7 @@ export class DovecotServer {
       log: this.opts.log,
       budget: this.budget,
       onClose: (conn) => this.connections.delete(conn),
+      onProtocolError: this.opts.onProtocolError,
     });
     this.connections.add(c);
   }

@@ -35,7 +35,13 @@ const doors: Door[] = [];
 const clients: DovecotAuthClient[] = [];
 
 async function door(
-  opts: { readTimeoutMs?: number; idleTimeoutMs?: number; continuationTimeoutMs?: number; answer?: (x: Exchange) => void } = {},
+  opts: {
+    readTimeoutMs?: number;
+    idleTimeoutMs?: number;
+    continuationTimeoutMs?: number;
+    answer?: (x: Exchange) => void;
+    protocolErrors?: string[];
+  } = {},
 ): Promise<Door> {
   const socketPath = path.join(dir, `door${doors.length}`);
   const logs: string[] = [];
@@ -49,6 +55,7 @@ async function door(
     fingerprintKey: KEY,
     idleTimeoutMs: opts.idleTimeoutMs,
     continuationTimeoutMs: opts.continuationTimeoutMs,
+    onProtocolError: opts.protocolErrors === undefined ? undefined : (reason) => opts.protocolErrors?.push(reason),
     handle: (x) => {
       got.push(x);
       waiters.shift()?.(x);
@@ -327,6 +334,29 @@ describe('deadlines and limits', () => {
     assert.equal(x.answer('OK', 'ok'), false);
     assert.equal(fs.existsSync(d.socketPath), false);
     doors.splice(doors.indexOf(d), 1);
+  });
+});
+
+describe('metrics', () => {
+  test("input that never became a request is counted with the mux listener's reasons", async () => {
+    const reasons: string[] = [];
+    const d = await door({ readTimeoutMs: 300, protocolErrors: reasons });
+    const c = await client(d);
+    await c.plain('', 'pw');
+    await c.plain('bob', '');
+    await c.plain('x'.repeat(300), 'pw');
+    assert.deepEqual(reasons, ['null_login', 'null_password', 'oversize']);
+    c.send(`AUTH\t9\tPLAIN\tservice=smtp\tresp=${'A'.repeat(9000)}\n`);
+    await c.closed;
+    const silent = await rawClient(d);
+    await silent.closed;
+    const leaving = await client(d);
+    leaving.send('AUTH\t1\tPLAIN');
+    await new Promise((r) => setTimeout(r, 50));
+    leaving.end();
+    await leaving.closed;
+    await waitFor(() => reasons.length === 6);
+    assert.deepEqual(reasons.slice(3).sort(), ['incomplete', 'oversize', 'read_timeout']);
   });
 });
 
