@@ -209,7 +209,10 @@ export class Authenticator {
 
     let outcome: Outcome;
     try {
-      outcome = cache !== undefined ? await this.coalesced(`${cacheId}\0${x.fingerprint.toString('base64')}`, req) : await this.runBackend(req);
+      outcome =
+        cache !== undefined
+          ? await this.coalesced(`${cacheId}\0${x.fingerprint.toString('base64')}`, req)
+          : await this.runBackend(req);
     } finally {
       req.password.fill(0);
     }
@@ -217,7 +220,8 @@ export class Authenticator {
     let holdMs = 0;
     if (adm?.kind === 'run' && this.throttle !== undefined) {
       holdMs = await this.throttle.settle(attempt, adm, settledAs(outcome), startedAt);
-      if (!outcome.ok && outcome.kind === 'shed') holdMs = Math.max(holdMs, this.throttle.cfg.shedDelayMs - (Date.now() - startedAt));
+      if (!outcome.ok && outcome.kind === 'shed')
+        holdMs = Math.max(holdMs, this.throttle.cfg.shedDelayMs - (Date.now() - startedAt));
     }
 
     if (cache !== undefined) {

@@ -16,9 +16,7 @@ export const DEFAULT_SLOTS = 1711;
 export type CacheMode = 'normal' | 'outage';
 
 /** A change to replicate to the other worker processes (see server/cluster.ts). */
-export type CacheOp =
-  | { kind: 'commit'; id: string; mac: string; created: number }
-  | { kind: 'forget'; id: string };
+export type CacheOp = { kind: 'commit'; id: string; mac: string; created: number } | { kind: 'forget'; id: string };
 
 /**
  * The fleet's copy of the cache (--state-cache, see redis-cache.ts): what
@@ -123,7 +121,8 @@ export class CredentialCache {
     if (this.share === undefined) return false;
     const e = await this.share.get(id);
     // Entries older than this host's last SIGHUP stay forgotten here, as its own do.
-    if (e === undefined || e.created <= this.now() - this.ttlMs || e.created <= this.clearedAt || e.created > this.now() + 60_000) return false;
+    if (e === undefined || e.created <= this.now() - this.ttlMs || e.created <= this.clearedAt || e.created > this.now() + 60_000)
+      return false;
     if (e.mac.length !== mac.length || !crypto.timingSafeEqual(e.mac, mac)) return false;
     this.store(id, { mac: Buffer.from(mac), created: e.created });
     return true;

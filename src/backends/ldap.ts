@@ -72,14 +72,7 @@ export const createLdapBackend: BackendFactory = async ({ mechOption, log }) => 
       inFlight.add(ac);
       try {
         const realm = reqRealm !== '' ? reqRealm : cfg.defaultRealm;
-        const session = new LdapSession(
-          cfg,
-          pool,
-          { login, service, realm },
-          req.password,
-          ac.signal,
-          log,
-        );
+        const session = new LdapSession(cfg, pool, { login, service, realm }, req.password, ac.signal, log);
         return await authenticateLdap(session);
       } finally {
         signal.removeEventListener('abort', onAbort);

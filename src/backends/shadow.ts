@@ -66,7 +66,10 @@ export function applyDummyHash(log: pino.Logger, files = { shadow: SHADOW_FILE, 
     gensalt: (prefix, count) => native.cryptGensalt(prefix, count),
   });
   if (choice !== undefined && native.setDummyHash(choice.setting)) {
-    log.debug({ method: choice.method, source: choice.source }, `shadow: unknown users are hashed as ${choice.method} (${choice.source})`);
+    log.debug(
+      { method: choice.method, source: choice.source },
+      `shadow: unknown users are hashed as ${choice.method} (${choice.source})`,
+    );
     return choice.method;
   }
   log.debug(`shadow: unknown users are hashed with libxcrypt's preferred method ${native.preferredCryptPrefix}`);

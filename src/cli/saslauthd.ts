@@ -109,10 +109,7 @@ async function createBackend(opts: DaemonOptions, logger: DaemonLogger): Promise
         1,
       );
     }
-    throw new ExitError(
-      `unknown authentication mechanism: ${opts.mech} (available: ${Object.keys(BACKENDS).join(', ')})`,
-      1,
-    );
+    throw new ExitError(`unknown authentication mechanism: ${opts.mech} (available: ${Object.keys(BACKENDS).join(', ')})`, 1);
   }
   try {
     return await factory({ mechOption: opts.mechOption, log: logger.log.child({ mech: opts.mech }) });
@@ -310,7 +307,11 @@ async function serve(
         onChange: worker?.onCacheChange,
         share:
           opts.state?.shareCache === true && sharedState !== undefined && keys !== undefined
-            ? new RedisCacheShare(sharedState, { prefix: opts.state.prefix, namesKey: keys.names, ttlMs: opts.cacheTimeoutSec * 1000 })
+            ? new RedisCacheShare(sharedState, {
+                prefix: opts.state.prefix,
+                namesKey: keys.names,
+                ttlMs: opts.cacheTimeoutSec * 1000,
+              })
             : undefined,
       })
     : undefined;
@@ -386,7 +387,8 @@ async function serve(
     sharedState,
   });
   // The process figures are for scrapes only (the status line needs none).
-  const processMetrics = metrics !== undefined && opts.metrics !== undefined ? registerProcessMetrics(metrics.registry) : undefined;
+  const processMetrics =
+    metrics !== undefined && opts.metrics !== undefined ? registerProcessMetrics(metrics.registry) : undefined;
   try {
     await server.listen(worker !== undefined ? WORKER_LISTEN_FD : undefined);
     try {

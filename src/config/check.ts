@@ -13,13 +13,7 @@ import { describeTarget, parseRimapOption, targetWarnings } from '../backends/ri
 import { workerCount } from '../server/cluster';
 import { SOCKET_NAME } from '../server/server';
 import { describeAddress } from '../metrics/address';
-import {
-  type ArgOrigin,
-  defaultsToArgs,
-  type DefaultsFile,
-  findDefaultsFileArg,
-  readDefaultsFile,
-} from './defaults-file';
+import { type ArgOrigin, defaultsToArgs, type DefaultsFile, findDefaultsFileArg, readDefaultsFile } from './defaults-file';
 import { type DaemonOptions, parseArgs } from './options';
 import { maskCredentials } from '../log/redact';
 import { KeyFileError, readKeyFile } from '../state/key-file';
@@ -80,9 +74,7 @@ function nameOf(db: string, id: number): string {
 /** uid and all gids of a user, or undefined if there is no such user. */
 function userIds(user: string): { uid: number; gids: number[] } | undefined {
   try {
-    const uid = Number(
-      execFileSync('id', ['-u', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(),
-    );
+    const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
     const gids = execFileSync('id', ['-G', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
       .trim()
       .split(/\s+/)
@@ -571,10 +563,15 @@ export function throttleSettings(opts: DaemonOptions): Array<[string, string]> {
     ['  delays', `${t.delayMs} ms doubling to ${t.maxDelayMs} ms (--throttle-delay, --throttle-max-delay)`],
     ['  refused past', `${t.refuseAfter} failures, for ${s(t.cooloffMs)} (--throttle-refuse, --throttle-cooloff)`],
     ['  tracked at most', `${t.trackedMax} logins and addresses (--throttle-tracked)`],
-    ['  known-good', `${t.knownGoodMax} at most, for ${s(t.knownGoodTtlMs)} after their last success (--known-good-max, --known-good-ttl)`],
+    [
+      '  known-good',
+      `${t.knownGoodMax} at most, for ${s(t.knownGoodTtlMs)} after their last success (--known-good-max, --known-good-ttl)`,
+    ],
     [
       '  shedding',
-      t.shedAfterMs === 0 ? 'off (--shed-after 0)' : `after ${t.shedAfterMs} ms in a queue, refused after ${t.shedDelayMs} ms (--shed-after, --shed-delay)`,
+      t.shedAfterMs === 0
+        ? 'off (--shed-after 0)'
+        : `after ${t.shedAfterMs} ms in a queue, refused after ${t.shedDelayMs} ms (--shed-after, --shed-delay)`,
     ],
   ];
 }
@@ -585,7 +582,12 @@ function maskArg(a: string): string {
 }
 
 /** --state and --state-key as --check prints them; the key file is checked as the daemon will. */
-function stateSettings(opts: DaemonOptions, origins: Map<string, ArgOrigin>, argv: readonly string[], issues: Issues): Array<[string, string]> {
+function stateSettings(
+  opts: DaemonOptions,
+  origins: Map<string, ArgOrigin>,
+  argv: readonly string[],
+  issues: Issues,
+): Array<[string, string]> {
   const rows: Array<[string, string]> = [];
   if (opts.stateKeyFile !== undefined) {
     try {
@@ -594,29 +596,40 @@ function stateSettings(opts: DaemonOptions, origins: Map<string, ArgOrigin>, arg
       key.fill(0);
     } catch (err) {
       if (!(err instanceof KeyFileError)) throw err;
-      issues.push({ severity: 'error', file: opts.stateKeyFile, message: err.message.replace(`--state-key ${opts.stateKeyFile}: `, '') });
+      issues.push({
+        severity: 'error',
+        file: opts.stateKeyFile,
+        message: err.message.replace(`--state-key ${opts.stateKeyFile}: `, ''),
+      });
       rows.push(['fleet key (--state-key)', `${opts.stateKeyFile} (unusable)`]);
     }
   }
   const st = opts.state;
   if (st === undefined) {
-    rows.push(['shared state (--state)', 'off: this host\'s memory only']);
+    rows.push(['shared state (--state)', "off: this host's memory only"]);
     return rows;
   }
   rows.push(['shared state (--state)', st.target.display]);
   rows.push(['  prefix', `${st.prefix} (--state-prefix)`]);
   rows.push(['  deadline', `${st.timeoutMs} ms per operation, then local state decides (--state-timeout)`]);
   if (st.target.kind === 'tls') {
-    rows.push(['  TLS', `CA ${st.tls.caFile ?? 'the system\'s'}${st.tls.certFile ? `, client certificate ${st.tls.certFile}` : ''}`]);
+    rows.push([
+      '  TLS',
+      `CA ${st.tls.caFile ?? "the system's"}${st.tls.certFile ? `, client certificate ${st.tls.certFile}` : ''}`,
+    ]);
   }
-  rows.push(['  shared', `throttle counts, penalties and known-good marks${st.shareCache ? '; credential cache entries (--state-cache)' : ''}`]);
+  rows.push([
+    '  shared',
+    `throttle counts, penalties and known-good marks${st.shareCache ? '; credential cache entries (--state-cache)' : ''}`,
+  ]);
   if (st.target.password !== undefined) {
     const from = origins.get('--state') ?? [...origins.entries()].find(([k]) => k.startsWith('--state='))?.[1];
     if (from === undefined || argv.includes('--state') || argv.some((a) => a.startsWith('--state='))) {
       issues.push({
         severity: 'warning',
         file: COMMAND_LINE,
-        message: '--state carries a password, which every local user can read in ps; put --state in the defaults file (mode 0600) instead',
+        message:
+          '--state carries a password, which every local user can read in ps; put --state in the defaults file (mode 0600) instead',
       });
     } else {
       try {
@@ -665,7 +678,10 @@ export async function runCheckWithState(
     const rows: Array<[string, string]> = [];
     if (p.ok) {
       rows.push(['  server', `${p.server} ${p.version}, ${p.mode}`]);
-      rows.push(['  latency', `${p.latencyMs.map((ms) => ms.toFixed(2)).join(' ')} ms (PING round trips; deadline ${st.timeoutMs} ms)`]);
+      rows.push([
+        '  latency',
+        `${p.latencyMs.map((ms) => ms.toFixed(2)).join(' ')} ms (PING round trips; deadline ${st.timeoutMs} ms)`,
+      ]);
       if (p.warning !== undefined) r.issues.push({ severity: 'warning', file: COMMAND_LINE, message: p.warning });
     } else {
       rows.push(['  server', 'unusable (see the error below)']);

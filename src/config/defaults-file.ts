@@ -166,9 +166,7 @@ export function readDefaultsFile(file: string): DefaultsFile {
     return {
       file,
       vars: new Map(),
-      issues: [
-        { severity: 'error', file, message: `cannot read the defaults file: ${why}${e.code ? ` (${e.code})` : ''}` },
-      ],
+      issues: [{ severity: 'error', file, message: `cannot read the defaults file: ${why}${e.code ? ` (${e.code})` : ''}` }],
     };
   }
   return parseDefaultsText(text, file);

@@ -88,8 +88,7 @@ export class UsageError extends Error {
 }
 
 export type ParseResult =
-  | { kind: 'run'; options: DaemonOptions }
-  | { kind: 'exit'; code: number; stdout?: string; stderr?: string };
+  { kind: 'run'; options: DaemonOptions } | { kind: 'exit'; code: number; stdout?: string; stderr?: string };
 
 function positiveInt(name: string, min: number) {
   return (value: string): number => {
@@ -118,8 +117,9 @@ export function buildCommand(): Command {
       ),
     )
     .addOption(
-      new Option('-m <path>', 'run directory holding the "mux" socket (absolute; created root:sasl 0710 if missing)')
-        .default(DEFAULT_RUN_DIR),
+      new Option('-m <path>', 'run directory holding the "mux" socket (absolute; created root:sasl 0710 if missing)').default(
+        DEFAULT_RUN_DIR,
+      ),
     )
     .addOption(
       new Option(
@@ -148,8 +148,10 @@ export function buildCommand(): Command {
     )
     .addOption(new Option('-c', 'enable the credential cache'))
     .addOption(
-      new Option('-s <kb>', `cache size in KiB (with -c); default: ${cyrusEntries(undefined)} entries, Cyrus's default table`)
-        .argParser(positiveInt('-s', 1)),
+      new Option(
+        '-s <kb>',
+        `cache size in KiB (with -c); default: ${cyrusEntries(undefined)} entries, Cyrus's default table`,
+      ).argParser(positiveInt('-s', 1)),
     )
     .addOption(new Option('-t <seconds>', 'cache entry lifetime (with -c)').argParser(positiveInt('-t', 1)).default(28800))
     .addOption(
@@ -258,7 +260,7 @@ export function buildCommand(): Command {
     .addOption(
       new Option(
         '--state <uri>',
-        'share the throttle\'s state with the other mail hosts through Redis or Valkey: redis://[user:password@]host[:port][/db], ' +
+        "share the throttle's state with the other mail hosts through Redis or Valkey: redis://[user:password@]host[:port][/db], " +
           'rediss://... (TLS), unix:///path/redis.sock[?db=N] or a socket path (docs/fleet.md); needs --state-key',
       ),
     )
@@ -269,16 +271,18 @@ export function buildCommand(): Command {
       ),
     )
     .addOption(
-      new Option('--state-prefix <prefix>', 'prefix of every key this daemon writes in the shared store').default(DEFAULT_STATE_PREFIX),
+      new Option('--state-prefix <prefix>', 'prefix of every key this daemon writes in the shared store').default(
+        DEFAULT_STATE_PREFIX,
+      ),
     )
     .addOption(
       new Option('--state-timeout <ms>', 'deadline of each shared-store operation; past it this host decides from its own state')
         .argParser(positiveInt('--state-timeout', 1))
         .default(DEFAULT_STATE_TIMEOUT_MS),
     )
-    .addOption(new Option('--state-tls-ca <file>', 'rediss://: CA certificates (PEM) to trust instead of the system\'s'))
+    .addOption(new Option('--state-tls-ca <file>', "rediss://: CA certificates (PEM) to trust instead of the system's"))
     .addOption(new Option('--state-tls-cert <file>', 'rediss://: client certificate (PEM), for a server that requires one'))
-    .addOption(new Option('--state-tls-key <file>', 'rediss://: the client certificate\'s private key (PEM)'))
+    .addOption(new Option('--state-tls-key <file>', "rediss://: the client certificate's private key (PEM)"))
     .addOption(
       new Option(
         '--state-cache',
@@ -286,7 +290,10 @@ export function buildCommand(): Command {
       ),
     )
     .addOption(
-      new Option('--log-format <format>', "text: Cyrus's line shapes (for people, logwatch, fail2ban); json: one object per event (for pipelines)")
+      new Option(
+        '--log-format <format>',
+        "text: Cyrus's line shapes (for people, logwatch, fail2ban); json: one object per event (for pipelines)",
+      )
         .choices(['text', 'json'])
         .default('text'),
     )
@@ -359,7 +366,9 @@ export function parseArgs(argv: string[]): ParseResult {
   const refuse = Number(o.throttleRefuse);
   if (refuse <= free) return fail(`--throttle-refuse (${refuse}) must be above --throttle-free (${free})`);
   if (Number(o.throttleMaxDelay) < Number(o.throttleDelay)) {
-    return fail(`--throttle-max-delay (${String(o.throttleMaxDelay)}) must be at least --throttle-delay (${String(o.throttleDelay)})`);
+    return fail(
+      `--throttle-max-delay (${String(o.throttleMaxDelay)}) must be at least --throttle-delay (${String(o.throttleDelay)})`,
+    );
   }
   let metrics: MetricsAddress | undefined;
   if (o.metrics !== undefined) {
@@ -402,7 +411,7 @@ export function parseArgs(argv: string[]): ParseResult {
       );
     }
     if (throttle === undefined && o.stateCache !== true) {
-      return fail('--state shares the throttle\'s state, and --throttle off leaves none: remove --state, or --throttle off');
+      return fail("--state shares the throttle's state, and --throttle off leaves none: remove --state, or --throttle off");
     }
     if (tlsFlags.length > 0 && target.kind !== 'tls') {
       return fail(`${tlsFlags.map(flagName).join(', ')}: only for a rediss:// (TLS) store; --state is ${target.display}`);

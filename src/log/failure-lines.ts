@@ -94,7 +94,10 @@ export class FailureLines {
     const secs = Math.round(this.opts.intervalMs / 1000);
     for (const e of this.logins.values()) {
       if (e.suppressed === 0) continue;
-      this.log.info({ suppressed: e.suppressed }, `auth failures: ${e.where}: ${e.suppressed} more in the last ${secs} s, not logged one by one`);
+      this.log.info(
+        { suppressed: e.suppressed },
+        `auth failures: ${e.where}: ${e.suppressed} more in the last ${secs} s, not logged one by one`,
+      );
     }
     if (this.overBudget > 0) {
       this.log.info(

@@ -50,7 +50,10 @@ export class LineBudget {
     const secs = Math.round(this.intervalMs / 1000);
     for (const [kind, k] of this.kinds) {
       if (k.suppressed > 0) {
-        this.log[k.level]({ suppressed: k.suppressed }, `${k.suppressed} more "${kind}" in the last ${secs} s, not logged one by one`);
+        this.log[k.level](
+          { suppressed: k.suppressed },
+          `${k.suppressed} more "${kind}" in the last ${secs} s, not logged one by one`,
+        );
       }
     }
     this.kinds = new Map();

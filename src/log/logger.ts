@@ -134,7 +134,10 @@ export function createLogger(opts: LoggerOptions): DaemonLogger {
       // text of the main log. Not on the result log (its text is built from
       // the login, which may legitimately look like user:x@host).
       logMethod(args, method) {
-        method.apply(this, args.map((a: unknown) => (typeof a === 'string' ? maskCredentials(a) : a)) as Parameters<typeof method>);
+        method.apply(
+          this,
+          args.map((a: unknown) => (typeof a === 'string' ? maskCredentials(a) : a)) as Parameters<typeof method>,
+        );
       },
     },
     timestamp: pino.stdTimeFunctions.isoTime,

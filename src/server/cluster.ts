@@ -172,7 +172,10 @@ export class Primary {
         onFatal(fatal?.message ?? `worker ${w.process.pid} exited (${signal ?? code}) during startup`, fatal?.exitCode ?? 1);
         return;
       }
-      this.opts.log.error({ pid: w.process.pid, code, signal }, `worker ${w.process.pid} died (${signal ?? code}); restarting it`);
+      this.opts.log.error(
+        { pid: w.process.pid, code, signal },
+        `worker ${w.process.pid} died (${signal ?? code}); restarting it`,
+      );
       const now = Date.now();
       this.restarts = this.restarts.filter((t) => t > now - RESTART_WINDOW_MS);
       this.restarts.push(now);

@@ -114,9 +114,16 @@ export class SaslauthdServer {
         return; // handled in the constructor's callback
       case ListenerEvent.Rejected: {
         const [message, field, length] = arg as [string, string?, number?];
-        b.line('error', field !== undefined ? `${field} exceeded MAX_REQ_LEN` : message, field !== undefined ? { field, length } : {}, message);
+        b.line(
+          'error',
+          field !== undefined ? `${field} exceeded MAX_REQ_LEN` : message,
+          field !== undefined ? { field, length } : {},
+          message,
+        );
         if (this.opts.onProtocolError !== undefined) {
-          this.opts.onProtocolError(field !== undefined ? 'oversize' : message.includes('login') ? 'null_login' : 'null_password');
+          this.opts.onProtocolError(
+            field !== undefined ? 'oversize' : message.includes('login') ? 'null_login' : 'null_password',
+          );
         }
         return;
       }
@@ -130,7 +137,13 @@ export class SaslauthdServer {
         // daemon checking whether the socket is taken): not worth a line.
         if (why === 'eof') {
           if (bytes === 0) log.debug({ bytes }, 'client closed before the request was complete');
-          else b.line('info', 'client closed before the request was complete', { bytes }, 'client closed before the request was complete');
+          else
+            b.line(
+              'info',
+              'client closed before the request was complete',
+              { bytes },
+              'client closed before the request was complete',
+            );
         } else if (why === 'timeout') {
           const message = 'request not received within the read timeout; closing connection';
           b.line('warn', 'request not received within the read timeout', { bytes, timeoutMs: this.opts.readTimeoutMs }, message);
@@ -144,7 +157,10 @@ export class SaslauthdServer {
         log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
         return;
       case ListenerEvent.AcceptError:
-        log.error({ code: String(arg).split(' ')[0] }, `socket accept failure: ${String(arg)}; new connections wait in the backlog`);
+        log.error(
+          { code: String(arg).split(' ')[0] },
+          `socket accept failure: ${String(arg)}; new connections wait in the backlog`,
+        );
         return;
       case ListenerEvent.ConnLimit:
         log.warn(

@@ -43,15 +43,19 @@ export function readKeyFile(file: string): Buffer {
     }
     if ((st.mode & 0o077) !== 0) {
       const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      throw new KeyFileError(`--state-key ${file}: mode ${mode} lets group or others reach the fleet's key; run: chmod 0600 ${file}`);
+      throw new KeyFileError(
+        `--state-key ${file}: mode ${mode} lets group or others reach the fleet's key; run: chmod 0600 ${file}`,
+      );
     }
     if (st.size < MIN_KEY_BYTES) {
       throw new KeyFileError(`--state-key ${file}: ${st.size} bytes; at least ${MIN_KEY_BYTES} are needed; ${fix}`);
     }
-    if (st.size > MAX_KEY_BYTES) throw new KeyFileError(`--state-key ${file}: ${st.size} bytes is not a key file (at most ${MAX_KEY_BYTES})`);
+    if (st.size > MAX_KEY_BYTES)
+      throw new KeyFileError(`--state-key ${file}: ${st.size} bytes is not a key file (at most ${MAX_KEY_BYTES})`);
     const key = Buffer.alloc(st.size);
     const n = fs.readSync(fd, key, 0, st.size, 0);
-    if (n < MIN_KEY_BYTES) throw new KeyFileError(`--state-key ${file}: read ${n} bytes; at least ${MIN_KEY_BYTES} are needed; ${fix}`);
+    if (n < MIN_KEY_BYTES)
+      throw new KeyFileError(`--state-key ${file}: read ${n} bytes; at least ${MIN_KEY_BYTES} are needed; ${fix}`);
     return key.subarray(0, n);
   } finally {
     fs.closeSync(fd);
@@ -64,5 +68,8 @@ export function readKeyFile(file: string): Buffer {
  */
 export function deriveKeys(secret: Buffer): { fingerprint: Buffer; names: Buffer } {
   const derive = (label: string): Buffer => crypto.createHmac('sha256', secret).update(label).digest();
-  return { fingerprint: derive('saslauthd-ts v1 credential fingerprints'), names: derive('saslauthd-ts v1 shared state key names') };
+  return {
+    fingerprint: derive('saslauthd-ts v1 credential fingerprints'),
+    names: derive('saslauthd-ts v1 shared state key names'),
+  };
 }

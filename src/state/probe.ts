@@ -54,7 +54,13 @@ export async function probeState(st: StateSettings): Promise<ProbeResult> {
     let timer: NodeJS.Timeout | undefined;
     return Promise.race([
       p,
-      new Promise<T>((_r, reject) => (timer = setTimeout(() => reject(new Error(`no answer to ${what} within ${CONNECT_TIMEOUT_MS} ms`)), CONNECT_TIMEOUT_MS))),
+      new Promise<T>(
+        (_r, reject) =>
+          (timer = setTimeout(
+            () => reject(new Error(`no answer to ${what} within ${CONNECT_TIMEOUT_MS} ms`)),
+            CONNECT_TIMEOUT_MS,
+          )),
+      ),
     ]).finally(() => clearTimeout(timer));
   };
   try {
@@ -78,7 +84,11 @@ export async function probeState(st: StateSettings): Promise<ProbeResult> {
       result.warning = `--state: the median PING takes ${median.toFixed(1)} ms, over half the ${st.timeoutMs} ms deadline: most operations would time out; raise --state-timeout or use a nearer server`;
     }
     // One request's keys hash to different slots: a cluster would refuse its scripts (CROSSSLOT).
-    if (mode === 'cluster') return { ok: false, error: 'is a Redis Cluster, which is not supported: use one Redis (with replicas and Sentinel) per site' };
+    if (mode === 'cluster')
+      return {
+        ok: false,
+        error: 'is a Redis Cluster, which is not supported: use one Redis (with replicas and Sentinel) per site',
+      };
     return result;
   } catch (err) {
     // The server's or the socket's own error says more than ioredis's "Connection is closed".

@@ -113,11 +113,14 @@ export function redisOptions(target: StateTarget, tls: TlsFiles | undefined, ext
 /** A hint for the errors an admin can fix, after the server's own text. */
 export function errorHint(message: string): string {
   if (/WRONGPASS|invalid password|invalid username-password/i.test(message)) return ' (check the user and password in --state)';
-  if (/NOAUTH|Authentication required/i.test(message)) return ' (the server requires a password: --state redis://:PASSWORD@host:port/db)';
+  if (/NOAUTH|Authentication required/i.test(message))
+    return ' (the server requires a password: --state redis://:PASSWORD@host:port/db)';
   if (/^OOM/.test(message)) return ' (Redis is at its maxmemory: raise it, or use maxmemory-policy volatile-ttl)';
-  if (/NOPERM/i.test(message)) return ' (the ACL user lacks a permission: it needs +@read +@write +@scripting +ping +info on the prefix\'s keys)';
+  if (/NOPERM/i.test(message))
+    return " (the ACL user lacks a permission: it needs +@read +@write +@scripting +ping +info on the prefix's keys)";
   if (/ECONNREFUSED/.test(message)) return ' (nothing listens there)';
-  if (/self.signed|unable to verify|UNABLE_TO_GET_ISSUER|CERT_/i.test(message)) return ' (the server certificate is not trusted: --state-tls-ca)';
+  if (/self.signed|unable to verify|UNABLE_TO_GET_ISSUER|CERT_/i.test(message))
+    return ' (the server certificate is not trusted: --state-tls-ca)';
   return '';
 }
 
@@ -143,7 +146,12 @@ export class SharedState {
     fallbacks: 0,
     replayed: 0,
     dropped: 0,
-    latency: { bucketsMs: LATENCY_BUCKETS_MS, counts: new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0), sumMs: 0, count: 0 },
+    latency: {
+      bucketsMs: LATENCY_BUCKETS_MS,
+      counts: new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0),
+      sumMs: 0,
+      count: 0,
+    },
   };
   /** The server's version, once connected. */
   version: string | undefined;
@@ -189,7 +197,9 @@ export class SharedState {
       this.lastError = err.message;
       this.trip(err.message);
     });
-    this.client.on('close', () => this.trip(this.lastError !== '' ? `connection closed (${this.lastError})` : 'connection closed'));
+    this.client.on('close', () =>
+      this.trip(this.lastError !== '' ? `connection closed (${this.lastError})` : 'connection closed'),
+    );
     this.client.on('ready', () => this.probeSoon(0));
   }
 
@@ -399,7 +409,10 @@ export class SharedState {
 
   private async serverVersion(): Promise<string | undefined> {
     try {
-      const info = await Promise.race([this.client.info('server'), new Promise<string>((r) => setTimeout(() => r(''), this.opts.timeoutMs * 4).unref())]);
+      const info = await Promise.race([
+        this.client.info('server'),
+        new Promise<string>((r) => setTimeout(() => r(''), this.opts.timeoutMs * 4).unref()),
+      ]);
       return parseVersion(info);
     } catch {
       return undefined;
@@ -414,7 +427,10 @@ export class SharedState {
     const where = this.opts.target.display;
     const held = this.backlog.splice(0);
     if (was === 'starting' || this.s.outages === 0) {
-      this.opts.log.info({ state: 'up', store: where, version: this.version }, `shared state ${where}: connected${this.version ? ` (Redis ${this.version})` : ''}`);
+      this.opts.log.info(
+        { state: 'up', store: where, version: this.version },
+        `shared state ${where}: connected${this.version ? ` (Redis ${this.version})` : ''}`,
+      );
     } else {
       const secs = ((Date.now() - this.downSince) / 1000).toFixed(1);
       const fallbacks = this.s.fallbacks - this.fallbacksAtDown;

@@ -34,7 +34,8 @@ function decode(s: string, what: string, display: string): string {
 }
 
 function parseDb(s: string, display: string): number {
-  if (!/^\d{1,5}$/.test(s)) throw new StateUriError(`--state ${display}: the database must be a number (as in redis://host:6379/0), not '${s}'`);
+  if (!/^\d{1,5}$/.test(s))
+    throw new StateUriError(`--state ${display}: the database must be a number (as in redis://host:6379/0), not '${s}'`);
   return Number(s);
 }
 
@@ -50,12 +51,17 @@ export function maskStateUri(uri: string): string {
 export function parseStateUri(uri: string): StateTarget {
   const display = maskStateUri(uri);
   if (uri.startsWith('/')) {
-    if (/[?#]/.test(uri)) throw new StateUriError(`--state ${display}: a bare socket path takes no options; use unix://${uri.split('?')[0] ?? ''}?db=N`);
+    if (/[?#]/.test(uri))
+      throw new StateUriError(
+        `--state ${display}: a bare socket path takes no options; use unix://${uri.split('?')[0] ?? ''}?db=N`,
+      );
     return { kind: 'unix', path: uri, db: 0, display };
   }
   const m = /^([a-z]+):\/\/(?:([^@/]*)@)?(.*)$/i.exec(uri);
   if (m === null) {
-    throw new StateUriError(`--state ${display}: not a Redis URI; use redis://[user:password@]host[:port][/db], rediss://... or unix:///path/to/redis.sock`);
+    throw new StateUriError(
+      `--state ${display}: not a Redis URI; use redis://[user:password@]host[:port][/db], rediss://... or unix:///path/to/redis.sock`,
+    );
   }
   const scheme = (m[1] ?? '').toLowerCase();
   const cred = m[2];
@@ -79,7 +85,10 @@ export function parseStateUri(uri: string): StateTarget {
   };
   if (scheme === 'unix') {
     const [p = '', query = ''] = rest.split('?', 2);
-    if (!p.startsWith('/')) throw new StateUriError(`--state ${display}: a unix:// URI needs an absolute socket path, as in unix:///run/redis/redis-server.sock`);
+    if (!p.startsWith('/'))
+      throw new StateUriError(
+        `--state ${display}: a unix:// URI needs an absolute socket path, as in unix:///run/redis/redis-server.sock`,
+      );
     let db = 0;
     for (const part of query.split('&').filter((x) => x !== '')) {
       const [k, v = ''] = part.split('=', 2);
@@ -91,7 +100,10 @@ export function parseStateUri(uri: string): StateTarget {
   if (scheme !== 'redis' && scheme !== 'rediss') {
     throw new StateUriError(`--state ${display}: unknown scheme '${scheme}://'; use redis://, rediss:// (TLS) or unix://`);
   }
-  if (/[?#]/.test(rest)) throw new StateUriError(`--state ${display}: options after '?' are not supported; TLS files are set with --state-tls-ca, --state-tls-cert and --state-tls-key`);
+  if (/[?#]/.test(rest))
+    throw new StateUriError(
+      `--state ${display}: options after '?' are not supported; TLS files are set with --state-tls-ca, --state-tls-cert and --state-tls-key`,
+    );
   const slash = rest.indexOf('/');
   const hostPort = slash < 0 ? rest : rest.slice(0, slash);
   const dbPart = slash < 0 ? '' : rest.slice(slash + 1);

@@ -97,14 +97,19 @@ async function startOurs(args: string[], withMetrics = false, withDovecot = fals
   const metrics = withMetrics ? path.join(dir, 'metrics.sock') : undefined;
   const dovecotSocket = withDovecot ? path.join(dir, 'dovecot') : undefined;
   const dovecot = dovecotSocket === undefined ? [] : ['--dovecot-socket', dovecotSocket];
-  const child: ChildProcess = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, ...dovecot, ...args, ...(metrics ? ['--metrics', metrics] : [])], {
-    stdio: ['ignore', log, log],
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [DAEMON_BIN, '-f', '-m', dir, ...dovecot, ...args, ...(metrics ? ['--metrics', metrics] : [])],
+    {
+      stdio: ['ignore', log, log],
+    },
+  );
   await waitForSocket(path.join(dir, 'mux'), 10_000, child);
   if (dovecotSocket !== undefined) await waitForSocket(dovecotSocket, 10_000, child);
   // With worker processes the socket answers as soon as the first listens;
   // wait for the "listening" line the primary logs once all of them do.
-  for (let i = 0; i < 100 && !/listening on socket/.test(fs.readFileSync(path.join(dir, 'daemon.log'), 'utf8')); i++) await sleep(50);
+  for (let i = 0; i < 100 && !/listening on socket/.test(fs.readFileSync(path.join(dir, 'daemon.log'), 'utf8')); i++)
+    await sleep(50);
   return {
     socket: path.join(dir, 'mux'),
     ...(metrics ? { metrics } : {}),
@@ -122,7 +127,9 @@ async function startOurs(args: string[], withMetrics = false, withDovecot = fals
 async function startCyrus(args: string[]): Promise<Daemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-cyrus-'));
   await new Promise<void>((resolve, reject) =>
-    execFile(CYRUS, ['-m', dir, '-n', '5', ...args], (err) => (err ? reject(new Error(`Cyrus did not start: ${err.message}`)) : resolve())),
+    execFile(CYRUS, ['-m', dir, '-n', '5', ...args], (err) =>
+      err ? reject(new Error(`Cyrus did not start: ${err.message}`)) : resolve(),
+    ),
   );
   await waitForSocket(path.join(dir, 'mux'), 10_000);
   const pid = Number(fs.readFileSync(path.join(dir, 'saslauthd.pid'), 'utf8').trim());
@@ -146,13 +153,20 @@ function loadgen(socket: string, args: string[], seconds: number): Promise<Load>
   });
 }
 
-async function measure(start: () => Promise<Daemon>, args: string[], seconds: number, door: 'mux' | 'dovecot' = 'mux'): Promise<Measured> {
+async function measure(
+  start: () => Promise<Daemon>,
+  args: string[],
+  seconds: number,
+  door: 'mux' | 'dovecot' = 'mux',
+): Promise<Measured> {
   const d = await start();
   try {
     await sleep(200);
     const before = cpuUs(d.pids());
     const load =
-      door === 'dovecot' ? await loadgen(d.dovecotSocket ?? '', ['-P', 'dovecot', ...args], seconds) : await loadgen(d.socket, args, seconds);
+      door === 'dovecot'
+        ? await loadgen(d.dovecotSocket ?? '', ['-P', 'dovecot', ...args], seconds)
+        : await loadgen(d.socket, args, seconds);
     const used = cpuUs(d.pids()) - before;
     return { ...load, rssMb: rssMb(d.pids(), 'VmHWM'), cpuUs: load.requests > 0 ? used / load.requests : 0 };
   } finally {
@@ -236,11 +250,18 @@ async function attackRun(
   const d = await start();
   try {
     await sleep(200);
-    assert.equal(await sendRequest(d.socket, { login: victim.name, password: victim.password, service: 'smtp', realm: '' }), 'OK');
+    assert.equal(
+      await sendRequest(d.socket, { login: victim.name, password: victim.password, service: 'smtp', realm: '' }),
+      'OK',
+    );
     const attacker =
       attack === undefined
         ? undefined
-        : loadgen(d.socket, ['-c', '64', '-m', attack, '-u', attack === 'guess' ? victim.name : 'nosuchuser', '-p', 'attack'], seconds + 1);
+        : loadgen(
+            d.socket,
+            ['-c', '64', '-m', attack, '-u', attack === 'guess' ? victim.name : 'nosuchuser', '-p', 'attack'],
+            seconds + 1,
+          );
     if (attacker !== undefined) await sleep(1000); // the flood is on before the measured load starts
     const [v, b] = await Promise.all([
       loadgen(d.socket, ['-c', '1', '-u', victim.name, '-p', victim.password], seconds),
@@ -252,14 +273,19 @@ async function attackRun(
   }
 }
 
-async function attackRows(victim: { name: string; password: string }, bystander: { name: string; password: string }): Promise<void> {
+async function attackRows(
+  victim: { name: string; password: string },
+  bystander: { name: string; password: string },
+): Promise<void> {
   const seconds = Math.max(SECONDS, 10);
   const daemons: Array<[string, () => Promise<Daemon>]> = [['ours', () => startOurs(['-a', 'shadow'])]];
   if (haveCyrus) daemons.push(['Cyrus', () => startCyrus(['-a', 'shadow'])]);
   console.log(
     `\nguessing flood (yescrypt, ${seconds} s, median of ${REPEAT}): victim C=1 (logged in once before), bystander C=4, 64 attacking connections`,
   );
-  console.log(`${'row'.padEnd(26)} | ${'victim: req/s p99 ms OK/NO'.padEnd(30)} | ${'bystander: req/s (of unloaded)'.padEnd(32)} | attack: req/s OK`);
+  console.log(
+    `${'row'.padEnd(26)} | ${'victim: req/s p99 ms OK/NO'.padEnd(30)} | ${'bystander: req/s (of unloaded)'.padEnd(32)} | attack: req/s OK`,
+  );
   for (const [label, start] of daemons) {
     const runs: Record<string, AttackRun[]> = { none: [], guess: [], spray: [] };
     for (let i = 0; i < REPEAT; i++) {
@@ -267,14 +293,17 @@ async function attackRows(victim: { name: string; password: string }, bystander:
         runs[kind]!.push(await attackRun(start, victim, bystander, kind === 'none' ? undefined : kind, seconds));
       }
     }
-    const mid = (rs: AttackRun[]): AttackRun => [...rs].sort((a, b) => a.bystander.rps - b.bystander.rps)[Math.floor(rs.length / 2)]!;
+    const mid = (rs: AttackRun[]): AttackRun =>
+      [...rs].sort((a, b) => a.bystander.rps - b.bystander.rps)[Math.floor(rs.length / 2)]!;
     const base = mid(runs.none!);
     for (const kind of ['none', 'guess', 'spray'] as const) {
       const r = mid(runs[kind]!);
       const share = base.bystander.rps > 0 ? (r.bystander.rps / base.bystander.rps) * 100 : 0;
       console.log(
         `${`${label} ${kind === 'none' ? 'unloaded' : kind === 'guess' ? 'guessing the victim' : 'spraying unknowns'}`.padEnd(26)} | ` +
-          `${fmt(r.victim.rps).padStart(6)} ${fmt(r.victim.p99_ms, 1).padStart(8)} ${fmt(r.victim.ok).padStart(6)}/${fmt(r.victim.no)}`.padEnd(30) +
+          `${fmt(r.victim.rps).padStart(6)} ${fmt(r.victim.p99_ms, 1).padStart(8)} ${fmt(r.victim.ok).padStart(6)}/${fmt(r.victim.no)}`.padEnd(
+            30,
+          ) +
           ` | ${fmt(r.bystander.rps).padStart(6)} (${fmt(share).padStart(3)} %)`.padEnd(35) +
           ` | ${r.attack ? `${fmt(r.attack.rps, 1).padStart(6)} ${fmt(r.attack.ok)}` : '-'}`,
       );
@@ -290,7 +319,9 @@ async function stateRows(rowsToRun: Array<{ name: string; args: string[]; load: 
   const redis = await startRedis();
   const keyFile = makeKeyFile(redis.dir);
   try {
-    console.log(`\nshared state (--state, redis-server ${redis.port} on 127.0.0.1; median of ${REPEAT} runs of ${SECONDS} s, alternating)`);
+    console.log(
+      `\nshared state (--state, redis-server ${redis.port} on 127.0.0.1; median of ${REPEAT} runs of ${SECONDS} s, alternating)`,
+    );
     console.log(`${'row'.padEnd(34)} | ${'without --state'.padEnd(48)} | ${'with --state'.padEnd(48)} | with/without`);
     const state = ['--state', redis.url(), '--state-key', keyFile, '--state-prefix', 'bench:'];
     for (const r of rowsToRun) {
@@ -362,7 +393,8 @@ async function metricsRows(rows: Array<[string, string[], string[]]>): Promise<v
     const mid = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? 0;
     const ca = mid(off.map((m) => m.cpuUs));
     const cb = mid(on.map((m) => m.cpuUs));
-    const cell = (m: Measured, cpu: number): string => `${fmt(m.rps).padStart(8)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(cpu, 1).padStart(10)}`.padEnd(36);
+    const cell = (m: Measured, cpu: number): string =>
+      `${fmt(m.rps).padStart(8)} ${fmt(m.p99_ms, 2).padStart(8)} ${fmt(cpu, 1).padStart(10)}`.padEnd(36);
     console.log(
       `${name.padEnd(20)} | ${cell(a, ca)} | ${cell(b, cb)} | ${((b.rps / a.rps) * 100).toFixed(1).padStart(6)} %, ${((cb / ca) * 100).toFixed(1).padStart(6)} %`,
     );
@@ -376,7 +408,9 @@ async function metricsRows(rows: Array<[string, string[], string[]]>): Promise<v
  * opens). Runs alternate which door goes first; medians.
  */
 async function dovecotRows(rowsToRun: Array<{ name: string; args: string[]; load: string[]; seconds?: number }>): Promise<void> {
-  console.log(`\nthe Dovecot door (--dovecot-socket, persistent connections) against mux (a connection per request); median of ${REPEAT} runs, alternating`);
+  console.log(
+    `\nthe Dovecot door (--dovecot-socket, persistent connections) against mux (a connection per request); median of ${REPEAT} runs, alternating`,
+  );
   console.log(`${'row'.padEnd(34)} | ${'mux'.padEnd(48)} | ${'dovecot'.padEnd(48)} | dovecot/mux`);
   for (const r of rowsToRun) {
     const seconds = r.seconds ?? SECONDS;
@@ -415,19 +449,32 @@ async function main(): Promise<void> {
   const pw = 'Bench-pw-1';
   const sha = createUser(`bsha${process.pid}`, pw, 'sha512crypt');
   const yes = createUser(`byes${process.pid}`, pw); // chpasswd: Debian's default, yescrypt
-  const shadowHash = (u: string): string => fs.readFileSync('/etc/shadow', 'utf8').split('\n').find((l) => l.startsWith(`${u}:`))!.split(':')[1]!;
+  const shadowHash = (u: string): string =>
+    fs
+      .readFileSync('/etc/shadow', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${u}:`))!
+      .split(':')[1]!;
 
   try {
     console.log(`${'row'.padEnd(34)} | ${'saslauthd-ts'.padEnd(48)} | ${'Cyrus saslauthd -n 5'.padEnd(48)} | ratio`);
     if (GROUPS.has('crypt')) {
-      for (const [label, u] of [['sha512', sha], ['yescrypt', yes]] as const) {
+      for (const [label, u] of [
+        ['sha512', sha],
+        ['yescrypt', yes],
+      ] as const) {
         const n = label === 'sha512' ? 300 : 40;
         const ms = await cryptCpuMs(shadowHash(u.name), pw, n);
-        console.log(`crypt limit ${label}: ${ms.toFixed(2)} ms CPU per hash -> ${fmt((cores * 1000) / ms)} req/s on ${cores} cores`);
+        console.log(
+          `crypt limit ${label}: ${ms.toFixed(2)} ms CPU per hash -> ${fmt((cores * 1000) / ms)} req/s on ${cores} cores`,
+        );
       }
     }
     if (GROUPS.has('shadow')) {
-      for (const [label, u] of [['sha512', sha], ['yescrypt', yes]] as const) {
+      for (const [label, u] of [
+        ['sha512', sha],
+        ['yescrypt', yes],
+      ] as const) {
         // About 35 yescrypt logins/s on 2 cores: a 3 s run counts some 100,
         // so one login is 1 % of the ratio. Those rows run at least 10 s.
         const seconds = label === 'yescrypt' ? Math.max(SECONDS, 10) : SECONDS;
@@ -439,7 +486,12 @@ async function main(): Promise<void> {
     }
     if (GROUPS.has('cache')) {
       for (const c of [1, 8, 64]) {
-        await compare(`cache hit C=${c}`, ['-a', 'shadow', '-c'], ['-a', 'shadow', '-c'], ['-c', String(c), '-u', yes.name, '-p', pw]);
+        await compare(
+          `cache hit C=${c}`,
+          ['-a', 'shadow', '-c'],
+          ['-a', 'shadow', '-c'],
+          ['-c', String(c), '-u', yes.name, '-p', pw],
+        );
       }
     }
     if (GROUPS.has('pam') && BACKENDS.pam !== undefined) {
@@ -459,7 +511,12 @@ async function main(): Promise<void> {
       );
     }
     if (GROUPS.has('idle')) {
-      const base = await compare('shadow sha512 C=8 (reference)', ['-a', 'shadow'], ['-a', 'shadow'], ['-c', '8', '-u', sha.name, '-p', pw]);
+      const base = await compare(
+        'shadow sha512 C=8 (reference)',
+        ['-a', 'shadow'],
+        ['-a', 'shadow'],
+        ['-c', '8', '-u', sha.name, '-p', pw],
+      );
       const loaded = await compare(
         'shadow sha512 C=8 + 5000 idle conns',
         ['-a', 'shadow'],
@@ -493,10 +550,18 @@ async function main(): Promise<void> {
     if (GROUPS.has('dovecot')) {
       const rowsToRun: Array<{ name: string; args: string[]; load: string[]; seconds?: number }> = [];
       for (const c of [1, 8, 64]) {
-        rowsToRun.push({ name: `cache hit C=${c}`, args: ['-a', 'shadow', '-c'], load: ['-c', String(c), '-u', yes.name, '-p', pw] });
+        rowsToRun.push({
+          name: `cache hit C=${c}`,
+          args: ['-a', 'shadow', '-c'],
+          load: ['-c', String(c), '-u', yes.name, '-p', pw],
+        });
       }
       for (const c of [1, 8, 64]) {
-        rowsToRun.push({ name: `shadow sha512 C=${c}`, args: ['-a', 'shadow'], load: ['-c', String(c), '-u', sha.name, '-p', pw] });
+        rowsToRun.push({
+          name: `shadow sha512 C=${c}`,
+          args: ['-a', 'shadow'],
+          load: ['-c', String(c), '-u', sha.name, '-p', pw],
+        });
       }
       await dovecotRows(rowsToRun);
     }

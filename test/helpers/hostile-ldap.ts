@@ -54,7 +54,11 @@ function bindSuccess(messageId: number): Buffer {
 /** The head of LDAPMessage { id, SearchResultEntry ... } claiming 2 GiB that never come. */
 function endlessEntryHead(messageId: number): Buffer {
   const id = integer(messageId);
-  return Buffer.concat([Buffer.from([0x30, 0x84, 0x7f, 0xff, 0xff, 0xff]), id, Buffer.from([0x64, 0x84, 0x7f, 0xff, 0xff, 0x00])]);
+  return Buffer.concat([
+    Buffer.from([0x30, 0x84, 0x7f, 0xff, 0xff, 0xff]),
+    id,
+    Buffer.from([0x64, 0x84, 0x7f, 0xff, 0xff, 0x00]),
+  ]);
 }
 
 interface Request {

@@ -69,12 +69,7 @@ export interface LdapDaemon {
 }
 
 /** Every password the fixture knows: none may ever appear in a log. */
-export const SECRETS = [
-  ...Object.values(USERS).map((u) => u.password),
-  DUP_STAFF_PASSWORD,
-  SERVICE_PASSWORD,
-  ADMIN_PASSWORD,
-];
+export const SECRETS = [...Object.values(USERS).map((u) => u.password), DUP_STAFF_PASSWORD, SERVICE_PASSWORD, ADMIN_PASSWORD];
 
 export function assertNoSecrets(output: string, extra: string[] = []): void {
   for (const secret of [...SECRETS, ...extra]) {
@@ -99,7 +94,17 @@ export async function startLdapDaemon(
     // explain() reads each attempt's own log line: none may be folded into
     // the per-login summaries the daemon writes under a flood.
     d = await startDaemon({
-      args: ['-a', 'ldap', '-O', confPath, '--log-failures-per-login', '100000', '--log-failures-per-second', '100000', ...extraArgs],
+      args: [
+        '-a',
+        'ldap',
+        '-O',
+        confPath,
+        '--log-failures-per-login',
+        '100000',
+        '--log-failures-per-second',
+        '100000',
+        ...extraArgs,
+      ],
       runDir,
       ...(env !== undefined ? { env } : {}),
     });
@@ -108,7 +113,11 @@ export async function startLdapDaemon(
     throw err;
   }
   const ask = (login: string, password: string, opts: AskOptions = {}): Promise<string> =>
-    sendRequest(d.socketPath, { login, password, service: opts.service ?? 'imap', realm: opts.realm ?? '' }, opts.timeoutMs ?? 30_000);
+    sendRequest(
+      d.socketPath,
+      { login, password, service: opts.service ?? 'imap', realm: opts.realm ?? '' },
+      opts.timeoutMs ?? 30_000,
+    );
   let reloads = 0;
   let explained = 0;
   const authLines = (login: string): AuthLogLine[] =>
@@ -144,12 +153,18 @@ export async function startLdapDaemon(
     async reload(v) {
       if (v === null) fs.rmSync(confPath, { force: true });
       else write(v);
-      const before = d.output().split('\n').filter((l) => /SIGHUP: configuration/.test(l)).length;
+      const before = d
+        .output()
+        .split('\n')
+        .filter((l) => /SIGHUP: configuration/.test(l)).length;
       reloads++;
       d.child.kill('SIGHUP');
       const until = Date.now() + 5000;
       for (;;) {
-        const lines = d.output().split('\n').filter((l) => /SIGHUP: configuration/.test(l));
+        const lines = d
+          .output()
+          .split('\n')
+          .filter((l) => /SIGHUP: configuration/.test(l));
         if (lines.length > before) return lines[lines.length - 1] ?? '';
         if (Date.now() > until) throw new Error(`reload ${reloads}: no SIGHUP log line\n${d.output()}`);
         await new Promise((r) => setTimeout(r, 20));
@@ -172,7 +187,10 @@ export interface FailedStart {
 }
 
 /** Run the daemon with a config it must refuse; resolves with its exit status. */
-export async function expectStartupFailure(values: ConfValues | string | undefined, confName = 'saslauthd.conf'): Promise<FailedStart> {
+export async function expectStartupFailure(
+  values: ConfValues | string | undefined,
+  confName = 'saslauthd.conf',
+): Promise<FailedStart> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sts-ldapd-'));
   try {
     const confPath = path.join(dir, confName);

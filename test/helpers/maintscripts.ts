@@ -230,12 +230,7 @@ export class MaintHarness {
   /** What dpkg does for our interest in /usr/sbin/postfix when Postfix is installed, upgraded or reinstalled. */
   postfixTrigger(pkg: string, sc: Scenario = {}): MaintRun {
     return this.run(
-      [
-        'sh',
-        '-c',
-        'dpkg-trigger --by-package=postfix --no-await /usr/sbin/postfix && exec dpkg --triggers-only "$0"',
-        pkg,
-      ],
+      ['sh', '-c', 'dpkg-trigger --by-package=postfix --no-await /usr/sbin/postfix && exec dpkg --triggers-only "$0"', pkg],
       sc,
     );
   }

@@ -60,7 +60,10 @@ function roffText(line: string): string {
     if (/^(B|I)$/.test(m[1] ?? '')) return args.join(' ');
     return '';
   })();
-  return text.replace(/\\-/g, '-').replace(/\\f[BIRP]/g, '').replace(/\\&/g, '');
+  return text
+    .replace(/\\-/g, '-')
+    .replace(/\\f[BIRP]/g, '')
+    .replace(/\\&/g, '');
 }
 
 /** Each option's text in a man page's OPTIONS section, as plain text, under each of its flags. */
@@ -71,9 +74,7 @@ export function manEntries(roff: string): Map<string, string> {
   const end = lines.findIndex((l, i) => i > start && /^\.SH /.test(l));
   for (let i = start; i >= 0 && i < end; i++) {
     if (lines[i] !== '.TP') continue;
-    const flags = [...roffText(lines[i + 1] ?? '').matchAll(/(?:^|[\s",])(--?[A-Za-z][A-Za-z0-9-]*)/g)].map(
-      (m) => m[1] ?? '',
-    );
+    const flags = [...roffText(lines[i + 1] ?? '').matchAll(/(?:^|[\s",])(--?[A-Za-z][A-Za-z0-9-]*)/g)].map((m) => m[1] ?? '');
     const body: string[] = [];
     for (let j = i + 2; j < end && lines[j] !== '.TP'; j++) body.push(roffText(lines[j] ?? ''));
     const text = body.join(' ').replace(/\s+/g, ' ').trim();

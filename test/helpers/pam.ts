@@ -60,11 +60,9 @@ export function rhostRecorder(): { line: string; outFile: string } {
 export function buildConvProbe(): string {
   const dir = tempDir('probe');
   const so = path.join(dir, 'pam_convprobe.so');
-  execFileSync(
-    'cc',
-    ['-shared', '-fPIC', '-Wall', '-o', so, path.join(ROOT, 'test', 'fixtures', 'pam_convprobe.c'), '-lpam'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  execFileSync('cc', ['-shared', '-fPIC', '-Wall', '-o', so, path.join(ROOT, 'test', 'fixtures', 'pam_convprobe.c'), '-lpam'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   return so;
 }
 

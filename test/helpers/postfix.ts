@@ -11,9 +11,7 @@ import path from 'node:path';
 
 /** The seed's /etc/postfix/sasl/smtpd.conf, unmodified. */
 export const SEED_SMTPD_CONF =
-  'pwcheck_method: saslauthd\n' +
-  'saslauthd_path: /var/spool/postfix/var/run/saslauthd/mux\n' +
-  'mech_list: PLAIN LOGIN\n';
+  'pwcheck_method: saslauthd\n' + 'saslauthd_path: /var/spool/postfix/var/run/saslauthd/mux\n' + 'mech_list: PLAIN LOGIN\n';
 
 /** The seed's main.cf SASL lines. */
 export const SEED_MAIN_CF = {
@@ -99,14 +97,7 @@ export function makeChrootLayout(queueDir: string): string {
 
 /** What Debian's configure-instance.sh copies into the chroot (resolver, NSS). */
 function populateChroot(queueDir: string): void {
-  for (const f of [
-    'etc/localtime',
-    'etc/services',
-    'etc/resolv.conf',
-    'etc/hosts',
-    'etc/host.conf',
-    'etc/nsswitch.conf',
-  ]) {
+  for (const f of ['etc/localtime', 'etc/services', 'etc/resolv.conf', 'etc/hosts', 'etc/host.conf', 'etc/nsswitch.conf']) {
     const src = path.join('/', f);
     if (!fs.existsSync(src)) continue;
     const dst = path.join(queueDir, f);

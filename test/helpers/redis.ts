@@ -43,8 +43,16 @@ export interface RedisOptions {
 async function waitReady(port: number, password: string, child: ChildProcess, logFile: string): Promise<void> {
   const until = Date.now() + 10_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}:\n${fs.readFileSync(logFile, 'utf8')}`);
-    const c = new Redis({ port, host: '127.0.0.1', password, lazyConnect: true, retryStrategy: () => null, enableOfflineQueue: false });
+    if (child.exitCode !== null)
+      throw new Error(`redis-server exited with ${child.exitCode}:\n${fs.readFileSync(logFile, 'utf8')}`);
+    const c = new Redis({
+      port,
+      host: '127.0.0.1',
+      password,
+      lazyConnect: true,
+      retryStrategy: () => null,
+      enableOfflineQueue: false,
+    });
     c.on('error', () => undefined);
     try {
       await c.connect();
@@ -84,7 +92,13 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     const certs = makeCertificates(dir);
     let tlsPort = await freePort();
     while (tlsPort === port) tlsPort = await freePort();
-    lines.push(`tls-port ${tlsPort}`, `tls-cert-file ${certs.certFile}`, `tls-key-file ${certs.keyFile}`, `tls-ca-cert-file ${certs.caFile}`, 'tls-auth-clients no');
+    lines.push(
+      `tls-port ${tlsPort}`,
+      `tls-cert-file ${certs.certFile}`,
+      `tls-key-file ${certs.keyFile}`,
+      `tls-ca-cert-file ${certs.caFile}`,
+      'tls-auth-clients no',
+    );
     tls = { port: tlsPort, caFile: certs.caFile, otherCaFile: certs.otherCaFile };
   }
   fs.writeFileSync(confPath, `${lines.join('\n')}\n`, { mode: 0o600 });

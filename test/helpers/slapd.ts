@@ -145,23 +145,87 @@ function openssl(args: string[], cwd: string): void {
 /** CA, server (127.0.0.1 / localhost), client and an unrelated CA, all EC P-256. */
 function makeCertificates(dir: string): void {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=saslauthd-ts test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
-  openssl(['req', '-x509', ...ec, '-keyout', 'other-ca.key', '-out', 'other-ca.pem', '-days', '2', '-subj', '/CN=unrelated CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=saslauthd-ts test CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
+  openssl(
+    [
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      'other-ca.key',
+      '-out',
+      'other-ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=unrelated CA',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
   fs.writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
   fs.writeFileSync(path.join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
-  for (const [name, cn] of [['server', 'localhost'], ['client', 'saslauthd-ts client']] as const) {
+  for (const [name, cn] of [
+    ['server', 'localhost'],
+    ['client', 'saslauthd-ts client'],
+  ] as const) {
     openssl(['req', '-new', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
-    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`,
-      '-days', '2', '-extfile', `${name}.ext`], dir);
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.pem`,
+        '-days',
+        '2',
+        '-extfile',
+        `${name}.ext`,
+      ],
+      dir,
+    );
   }
   fs.mkdirSync(path.join(dir, 'cadir'));
   fs.copyFileSync(path.join(dir, 'ca.pem'), path.join(dir, 'cadir', 'test-ca.pem'));
 }
 
 function entry(dn: string, attrs: Array<[string, string]>): string {
-  return [`dn: ${dn}`, ...attrs.map(([k, v]) => (/^[\x20-\x7e]*$/.test(v) && !v.startsWith(' ') && !v.startsWith(':') ? `${k}: ${v}` : `${k}:: ${Buffer.from(v).toString('base64')}`))].join('\n');
+  return [
+    `dn: ${dn}`,
+    ...attrs.map(([k, v]) =>
+      /^[\x20-\x7e]*$/.test(v) && !v.startsWith(' ') && !v.startsWith(':')
+        ? `${k}: ${v}`
+        : `${k}:: ${Buffer.from(v).toString('base64')}`,
+    ),
+  ].join('\n');
 }
 
 function person(u: DirUser, userPassword: string): string {
@@ -177,40 +241,71 @@ function person(u: DirUser, userPassword: string): string {
 
 function orgData(ldapPort: number, bobCrypt: string): string {
   const U = USERS;
-  return [
-    entry(BASE_DN, [['objectClass', 'dcObject'], ['objectClass', 'organization'], ['o', 'Example'], ['dc', 'example']]),
-    entry(PEOPLE, [['objectClass', 'organizationalUnit'], ['ou', 'people']]),
-    entry(`ou=staff,${BASE_DN}`, [['objectClass', 'organizationalUnit'], ['ou', 'staff']]),
-    entry(`ou=groups,${BASE_DN}`, [['objectClass', 'organizationalUnit'], ['ou', 'groups']]),
-    entry(SERVICE_DN, [['objectClass', 'organizationalRole'], ['objectClass', 'simpleSecurityObject'], ['cn', 'svc'], ['userPassword', ssha(SERVICE_PASSWORD)]]),
-    person(U.alice, ssha(U.alice.password)),
-    person(U.bob, `{CRYPT}${bobCrypt}`),
-    person(U.carol, U.carol.password),
-    person(U.dave, ssha(U.dave.password, 'sha512', 'SSHA512')),
-    person(U.erin, md5(U.erin.password)),
-    person(U.comma, ssha(U.comma.password)),
-    person(U.dup, ssha(U.dup.password)),
-    person({ ...U.dup, dn: `uid=dup,ou=staff,${BASE_DN}` }, ssha(DUP_STAFF_PASSWORD)),
-    entry(GROUP_DN, [
-      ['objectClass', 'groupOfUniqueNames'],
-      ['cn', 'mailusers'],
-      ...GROUP_MEMBERS.map((m): [string, string] => ['uniqueMember', U[m].dn]),
-    ]),
-    entry(REFERRAL_DN, [
-      ['objectClass', 'referral'],
-      ['objectClass', 'extensibleObject'],
-      ['ou', 'partners'],
-      ['ref', `ldap://127.0.0.1:${ldapPort}/ou=people,${REMOTE_BASE_DN}`],
-    ]),
-  ].join('\n\n') + '\n';
+  return (
+    [
+      entry(BASE_DN, [
+        ['objectClass', 'dcObject'],
+        ['objectClass', 'organization'],
+        ['o', 'Example'],
+        ['dc', 'example'],
+      ]),
+      entry(PEOPLE, [
+        ['objectClass', 'organizationalUnit'],
+        ['ou', 'people'],
+      ]),
+      entry(`ou=staff,${BASE_DN}`, [
+        ['objectClass', 'organizationalUnit'],
+        ['ou', 'staff'],
+      ]),
+      entry(`ou=groups,${BASE_DN}`, [
+        ['objectClass', 'organizationalUnit'],
+        ['ou', 'groups'],
+      ]),
+      entry(SERVICE_DN, [
+        ['objectClass', 'organizationalRole'],
+        ['objectClass', 'simpleSecurityObject'],
+        ['cn', 'svc'],
+        ['userPassword', ssha(SERVICE_PASSWORD)],
+      ]),
+      person(U.alice, ssha(U.alice.password)),
+      person(U.bob, `{CRYPT}${bobCrypt}`),
+      person(U.carol, U.carol.password),
+      person(U.dave, ssha(U.dave.password, 'sha512', 'SSHA512')),
+      person(U.erin, md5(U.erin.password)),
+      person(U.comma, ssha(U.comma.password)),
+      person(U.dup, ssha(U.dup.password)),
+      person({ ...U.dup, dn: `uid=dup,ou=staff,${BASE_DN}` }, ssha(DUP_STAFF_PASSWORD)),
+      entry(GROUP_DN, [
+        ['objectClass', 'groupOfUniqueNames'],
+        ['cn', 'mailusers'],
+        ...GROUP_MEMBERS.map((m): [string, string] => ['uniqueMember', U[m].dn]),
+      ]),
+      entry(REFERRAL_DN, [
+        ['objectClass', 'referral'],
+        ['objectClass', 'extensibleObject'],
+        ['ou', 'partners'],
+        ['ref', `ldap://127.0.0.1:${ldapPort}/ou=people,${REMOTE_BASE_DN}`],
+      ]),
+    ].join('\n\n') + '\n'
+  );
 }
 
 function netData(): string {
-  return [
-    entry(REMOTE_BASE_DN, [['objectClass', 'dcObject'], ['objectClass', 'organization'], ['o', 'Remote'], ['dc', 'example']]),
-    entry(`ou=people,${REMOTE_BASE_DN}`, [['objectClass', 'organizationalUnit'], ['ou', 'people']]),
-    person(USERS.remy, ssha(USERS.remy.password)),
-  ].join('\n\n') + '\n';
+  return (
+    [
+      entry(REMOTE_BASE_DN, [
+        ['objectClass', 'dcObject'],
+        ['objectClass', 'organization'],
+        ['o', 'Remote'],
+        ['dc', 'example'],
+      ]),
+      entry(`ou=people,${REMOTE_BASE_DN}`, [
+        ['objectClass', 'organizationalUnit'],
+        ['ou', 'people'],
+      ]),
+      person(USERS.remy, ssha(USERS.remy.password)),
+    ].join('\n\n') + '\n'
+  );
 }
 
 function slapdConf(dir: string, opts: SlapdOptions): string {
@@ -319,7 +414,8 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
     const ldapiUrl = `ldapi://${encodeURIComponent(ldapiPath)}/`;
     let exited: Promise<void> = Promise.resolve();
 
-    const running = (): boolean => handle.child !== undefined && handle.child.exitCode === null && handle.child.signalCode === null;
+    const running = (): boolean =>
+      handle.child !== undefined && handle.child.exitCode === null && handle.child.signalCode === null;
     const signalAndWait = async (sig: NodeJS.Signals): Promise<void> => {
       if (!running()) return;
       handle.child?.kill(sig);
@@ -329,9 +425,13 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
     };
     const start = async (): Promise<void> => {
       if (running()) return;
-      const child = spawn('slapd', ['-f', conf, '-h', `${ldapUrl} ${ldapsUrl} ${ldapiUrl}`, '-d', opts.logStats ? 'stats' : '0'], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child = spawn(
+        'slapd',
+        ['-f', conf, '-h', `${ldapUrl} ${ldapsUrl} ${ldapiUrl}`, '-d', opts.logStats ? 'stats' : '0'],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       handle.child = child;
       exited = new Promise((resolve) => child.once('exit', () => resolve()));
       child.stdout?.on('data', (d: Buffer) => (out += d.toString()));

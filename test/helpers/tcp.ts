@@ -108,7 +108,11 @@ export interface FakeImapServer {
  * reader; it writes whatever the test wants.
  */
 export async function startFakeImapServer(
-  onConnection: (sock: net.Socket, readLine: () => Promise<string>, readBytes: (n: number) => Promise<Buffer>) => Promise<void> | void,
+  onConnection: (
+    sock: net.Socket,
+    readLine: () => Promise<string>,
+    readBytes: (n: number) => Promise<Buffer>,
+  ) => Promise<void> | void,
 ): Promise<FakeImapServer> {
   const sockets = new Set<net.Socket>();
   const received: Buffer[] = [];

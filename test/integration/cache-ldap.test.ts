@@ -28,7 +28,9 @@ after(async () => {
  * Each test gets a daemon of its own (an empty cache) and a running slapd,
  * and leaves slapd running whatever happens, so none depends on another.
  */
-async function outageDaemon(t: TestContext): Promise<{ d: RunningDaemon; ask: (login: string, password: string) => Promise<string> }> {
+async function outageDaemon(
+  t: TestContext,
+): Promise<{ d: RunningDaemon; ask: (login: string, password: string) => Promise<string> }> {
   if (!slapd.running()) await slapd.start();
   const d = await startDaemon({ args: ['-a', 'ldap', '-O', conf, '-c', '--cache-mode', 'outage', '--auth-timeout', '6'] });
   t.after(async () => {

@@ -50,7 +50,8 @@ test('a success is in the cache before it is answered: the very next request wit
   // committed after, a quick next request would still meet the old entry.
   const u = createUser(userName('cor'), 'Pass-0', 'sha512crypt');
   const d = await startDaemon({ args: ['-a', 'shadow', '-c'] });
-  const ask = (password: string): Promise<string> => sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  const ask = (password: string): Promise<string> =>
+    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
   try {
     assert.equal(await ask('Pass-0'), 'OK');
     for (let i = 1; i <= 15; i++) {

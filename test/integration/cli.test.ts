@@ -79,7 +79,11 @@ describe('saslauthd-ts command line', () => {
   });
 
   test('bad numbers for -n, -s, -t are refused', async () => {
-    for (const args of [['-n', 'x'], ['-t', '0'], ['-s', '0']]) {
+    for (const args of [
+      ['-n', 'x'],
+      ['-t', '0'],
+      ['-s', '0'],
+    ]) {
       const r = await runTool(node, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', tmp(), ...args]);
       assert.equal(r.code, 1, args.join(' '));
       assert.match(r.stderr, new RegExp(args[0]!));
@@ -167,7 +171,23 @@ describe('saslauthd-ts command line', () => {
     const dir = tmp();
     const tracer = spawn(
       'strace',
-      ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=listen', '-e', 'inject=listen:delay_exit=5000000', node, DAEMON_BIN, '-f', '-a', 'shadow', '-m', dir],
+      [
+        '-f',
+        '-qq',
+        '-o',
+        '/dev/null',
+        '-e',
+        'trace=listen',
+        '-e',
+        'inject=listen:delay_exit=5000000',
+        node,
+        DAEMON_BIN,
+        '-f',
+        '-a',
+        'shadow',
+        '-m',
+        dir,
+      ],
       { stdio: 'ignore' },
     );
     const exited = new Promise<string>((resolve) => tracer.once('exit', (code, signal) => resolve(signal ?? String(code))));
@@ -246,9 +266,14 @@ describe('testsaslauthd-ts', () => {
     const u = createUser(userName('tp'), 'Stdin-pw-1');
     const d = await startDaemon({ args: ['-a', 'shadow'] });
     try {
-      const run = (input: string, ...extra: string[]): Promise<{ code: number | null; stdout: string; stderr: string; argv: string }> =>
+      const run = (
+        input: string,
+        ...extra: string[]
+      ): Promise<{ code: number | null; stdout: string; stderr: string; argv: string }> =>
         new Promise((resolve) => {
-          const child = spawn(node, [CLIENT_BIN, '-f', d.socketPath, '-u', u.name, '-p', '-', ...extra], { stdio: ['pipe', 'pipe', 'pipe'] });
+          const child = spawn(node, [CLIENT_BIN, '-f', d.socketPath, '-u', u.name, '-p', '-', ...extra], {
+            stdio: ['pipe', 'pipe', 'pipe'],
+          });
           let stdout = '';
           let stderr = '';
           child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -307,7 +332,10 @@ describe('testsaslauthd-ts', () => {
     await new Promise<void>((r) => silent.listen(silentPath, () => r()));
     try {
       const wrong = await runTool(node, [CLIENT_BIN, '--ping', '-f', other]);
-      assert.deepEqual([wrong.code, wrong.stdout], [1, `FAILED: ${other} answered "OK", not "NO NULL login received": is a saslauthd listening there?\n`]);
+      assert.deepEqual(
+        [wrong.code, wrong.stdout],
+        [1, `FAILED: ${other} answered "OK", not "NO NULL login received": is a saslauthd listening there?\n`],
+      );
       const hung = await runTool(node, [CLIENT_BIN, '--ping', '-f', silentPath, '--timeout', '1']);
       assert.deepEqual([hung.code, hung.stdout], [1, `FAILED: ${silentPath}: no answer within 1 s\n`]);
     } finally {

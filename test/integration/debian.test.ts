@@ -223,7 +223,13 @@ describe('Debian package', () => {
       sh('gpasswd', [baseline.postfixInSasl ? '-a' : '-d', 'postfix', 'sasl']);
     }
     if (statoverride(RUN_DIR) !== baseline.statoverride) sh('dpkg-statoverride', ['--remove', RUN_DIR]);
-    for (const p of [RUN_DIR, CHROOT_LINK, '/var/spool/postfix/var/run', '/var/spool/postfix/var/spool', '/var/spool/postfix/var']) {
+    for (const p of [
+      RUN_DIR,
+      CHROOT_LINK,
+      '/var/spool/postfix/var/run',
+      '/var/spool/postfix/var/spool',
+      '/var/spool/postfix/var',
+    ]) {
       if (!baseline.paths[p] && exists(p)) fs.rmSync(p, { recursive: true, force: true });
     }
     if (!baseline.paths[STATE_DIR]) fs.rmSync(STATE_DIR, { recursive: true, force: true });
@@ -841,7 +847,7 @@ describe('Debian package', () => {
       assert.equal(postfixInSasl(), false);
     });
 
-    test("a Postfix reinstall puts back the run directory and chroot link its purge removed", () => {
+    test('a Postfix reinstall puts back the run directory and chroot link its purge removed', () => {
       install();
       fs.rmSync(RUN_DIR, { recursive: true, force: true });
       fs.unlinkSync(CHROOT_LINK);
@@ -920,8 +926,7 @@ describe('Debian package', () => {
       assert.equal(r.code, 0, r.output);
       assert.equal(installed(), false);
       // Shared directories (/usr/sbin, /var/spool/postfix, /lib -> usr/lib) stay.
-      const ours = (f: string): boolean =>
-        f.startsWith('/usr/lib/saslauthd-ts') || f.startsWith('/usr/share/doc/saslauthd-ts');
+      const ours = (f: string): boolean => f.startsWith('/usr/lib/saslauthd-ts') || f.startsWith('/usr/share/doc/saslauthd-ts');
       const isDir = (f: string): boolean => {
         try {
           return fs.statSync(f).isDirectory();
@@ -959,7 +964,7 @@ describe('Debian package', () => {
       resetMachine();
     });
 
-    test("with Cyrus back on the chroot run directory, purge keeps it answering the postfix user inside the chroot", () => {
+    test('with Cyrus back on the chroot run directory, purge keeps it answering the postfix user inside the chroot', () => {
       assert.ok(user);
       // Cyrus set up as sasl2-bin's README says for a chrooted Postfix, and
       // started again by the admin (saslauthd-ts stopped and disabled).

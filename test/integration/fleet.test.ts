@@ -21,14 +21,22 @@ const PREFIX = 'fleettest:';
 
 /** Thresholds as by default (5 free, refused past 20), small delays, every failure line kept. */
 const FAST = [
-  '--throttle-free', '5',
-  '--throttle-refuse', '20',
-  '--throttle-delay', '40',
-  '--throttle-max-delay', '80',
-  '--throttle-window', '60',
-  '--throttle-cooloff', '60',
-  '--log-failures-per-login', '100000',
-  '--log-failures-per-second', '100000',
+  '--throttle-free',
+  '5',
+  '--throttle-refuse',
+  '20',
+  '--throttle-delay',
+  '40',
+  '--throttle-max-delay',
+  '80',
+  '--throttle-window',
+  '60',
+  '--throttle-cooloff',
+  '60',
+  '--log-failures-per-login',
+  '100000',
+  '--log-failures-per-second',
+  '100000',
 ];
 
 function ask(d: RunningDaemon, login: string, password: string): Promise<string> {
@@ -50,7 +58,11 @@ function results(d: RunningDaemon, user: string): Array<{ result: string; reason
     .map((l) => JSON.parse(l) as { result: string; reason?: string });
 }
 
-async function settledResults(d: RunningDaemon, user: string, total: number): Promise<Array<{ result: string; reason?: string }>> {
+async function settledResults(
+  d: RunningDaemon,
+  user: string,
+  total: number,
+): Promise<Array<{ result: string; reason?: string }>> {
   for (let i = 0; i < 100 && results(d, user).length < total; i++) await sleep(50);
   return results(d, user);
 }
@@ -100,7 +112,11 @@ describe('two daemons sharing one Redis', () => {
     assert.equal(first.answer, 'NO Incorrect password');
     assert.ok(first.ms >= 390, `B held its first wrong password for the penalty delay (400 ms): ${first.ms.toFixed(0)} ms`);
     assert.deepEqual(order, ['control', 'victim'], 'a login with no history on the fleet is not held');
-    assert.equal((await settledResults(b, victim.name, 1))[0]?.result, 'denied', 'it still reached the mechanism (a penalty, not yet a cool-off)');
+    assert.equal(
+      (await settledResults(b, victim.name, 1))[0]?.result,
+      'denied',
+      'it still reached the mechanism (a penalty, not yet a cool-off)',
+    );
   });
 
   test('a burst through A past the refusal threshold: B refuses the login without asking the mechanism, even its right password', async () => {
@@ -144,7 +160,11 @@ describe('two daemons sharing one Redis', () => {
     assert.deepEqual(order, ['good:OK', 'held:NO Incorrect password']);
     // (Successes are logged only with -V: the lines are the two guesses'.)
     const lines = await settledResults(b, user.name, 2);
-    assert.deepEqual(lines.map((l) => l.result), ['refused', 'refused'], 'only the guesses were refused');
+    assert.deepEqual(
+      lines.map((l) => l.result),
+      ['refused', 'refused'],
+      'only the guesses were refused',
+    );
   });
 
   test('Redis holds no login and no password in clear, and the daemons log no password', async () => {
@@ -159,7 +179,8 @@ describe('two daemons sharing one Redis', () => {
       assert.ok(!k.includes(user.name), `key ${k} names no login`);
       const type = await c.type(k);
       const value = type === 'hash' ? JSON.stringify(await c.hgetall(k)) : String(await c.get(k));
-      for (const secret of [user.name, user.password, 'Wrong-text']) assert.ok(!value.includes(secret), `${k} holds no ${secret}`);
+      for (const secret of [user.name, user.password, 'Wrong-text'])
+        assert.ok(!value.includes(secret), `${k} holds no ${secret}`);
     }
     for (const d of [a, b]) {
       assert.ok(!d.output().includes(redis.password), 'the Redis password is never logged');
@@ -195,7 +216,12 @@ describe('shared state under Redis failures', () => {
    * that never reach a penalty (each used 3 times at most).
    * Returns every answer's time and whether it was the right answer.
    */
-  async function load(ds: RunningDaemon[], ms: number, tag: string, during?: () => Promise<void>): Promise<{ times: number[]; wrong: string[] }> {
+  async function load(
+    ds: RunningDaemon[],
+    ms: number,
+    tag: string,
+    during?: () => Promise<void>,
+  ): Promise<{ times: number[]; wrong: string[] }> {
     const times: number[] = [];
     const wrong: string[] = [];
     const until = performance.now() + ms;
@@ -238,15 +264,25 @@ describe('shared state under Redis failures', () => {
       const p99killed = quantile(killed.times, 0.99);
       // The deadline, plus a margin for a shared 2-core machine's noise.
       const margin = Math.max(50, p99up * 0.5);
-      t.diagnostic(`p99 ${p99up.toFixed(1)} ms up (${up.times.length} answers), ${p99killed.toFixed(1)} ms with Redis killed (${killed.times.length})`);
+      t.diagnostic(
+        `p99 ${p99up.toFixed(1)} ms up (${up.times.length} answers), ${p99killed.toFixed(1)} ms with Redis killed (${killed.times.length})`,
+      );
       assert.ok(
         p99killed <= p99up + 50 + margin,
         `p99 ${p99killed.toFixed(1)} ms with Redis killed against ${p99up.toFixed(1)} ms up (${up.times.length} and ${killed.times.length} answers)`,
       );
       // One line when Redis goes away and one when it returns, not one per
       // request (a loaded machine may also see a brief stall before the kill).
-      const downs = (d: RunningDaemon): string[] => d.output().split('\n').filter((l) => /shared state .*(unavailable|cannot connect)/.test(l));
-      const ups = (d: RunningDaemon): string[] => d.output().split('\n').filter((l) => /shared state .*available again/.test(l));
+      const downs = (d: RunningDaemon): string[] =>
+        d
+          .output()
+          .split('\n')
+          .filter((l) => /shared state .*(unavailable|cannot connect)/.test(l));
+      const ups = (d: RunningDaemon): string[] =>
+        d
+          .output()
+          .split('\n')
+          .filter((l) => /shared state .*available again/.test(l));
       for (const d of [a, b]) {
         await d.waitForLog(/shared state .*unavailable/);
         assert.equal(downs(d).length, ups(d).length + 1, `one line per outage:\n${[...downs(d), ...ups(d)].join('\n')}`);
@@ -326,9 +362,21 @@ describe('shared state under Redis failures', () => {
   test('the TTLs hold: once the windows pass, Redis holds no key of the test', async () => {
     const prefix = 'ttltest:';
     const args = [
-      '-a', 'shadow', ...FAST,
-      '--throttle-window', '2', '--throttle-cooloff', '3', '--known-good-ttl', '3',
-      '--state', redis.url(), '--state-key', keyFile, '--state-prefix', prefix,
+      '-a',
+      'shadow',
+      ...FAST,
+      '--throttle-window',
+      '2',
+      '--throttle-cooloff',
+      '3',
+      '--known-good-ttl',
+      '3',
+      '--state',
+      redis.url(),
+      '--state-key',
+      keyFile,
+      '--state-prefix',
+      prefix,
     ];
     const d = await startDaemon({ args });
     try {
@@ -408,7 +456,10 @@ describe('--check with --state', () => {
   test('fails naming the cause when it cannot authenticate or connect', async () => {
     const wrong = await check(['--state', `redis://:wrong-password@127.0.0.1:${redis.port}/0`, '--state-key', keyFile]);
     assert.equal(wrong.code, 1);
-    assert.match(wrong.stderr, /error: .*--state redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/0: cannot use it: WRONGPASS.*check the user and password/);
+    assert.match(
+      wrong.stderr,
+      /error: .*--state redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/0: cannot use it: WRONGPASS.*check the user and password/,
+    );
     assert.ok(!wrong.stderr.includes('wrong-password') && !wrong.stdout.includes('wrong-password'));
     const closed = await check(['--state', `redis://127.0.0.1:1/0`, '--state-key', keyFile]);
     assert.equal(closed.code, 1);
@@ -444,7 +495,11 @@ describe('the shared credential cache (--state-cache)', () => {
       // The password changes; only a cache can still say OK to the old one.
       runCmd('chpasswd', ['-c', 'SHA512'], `${user.name}:Changed-pw-2\n`);
       assert.equal(await ask(b, user.name, user.password), 'OK', 'B answers from the fleet’s cache');
-      assert.equal(await ask(plain, user.name, user.password), 'NO Incorrect password', 'a host that does not share the cache asks /etc/shadow');
+      assert.equal(
+        await ask(plain, user.name, user.password),
+        'NO Incorrect password',
+        'a host that does not share the cache asks /etc/shadow',
+      );
       // In Redis: the credentials' fingerprint, never the password or the login.
       const entries = await redis.keys(`${PREFIX}c:`);
       assert.equal(entries.length, 1);
@@ -477,8 +532,10 @@ describe('starting with --state', () => {
     const keyFile = makeKeyFile(keyDir, 'loose.key');
     fs.chmodSync(keyFile, 0o644);
     const r = await new Promise<{ code: number; stderr: string }>((resolve) =>
-      execFile(process.execPath, [DAEMON_BIN, '-f', '-a', 'shadow', '-m', keyDir, '--state', 'redis://127.0.0.1:1/0', '--state-key', keyFile], (err, _o, stderr) =>
-        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
+      execFile(
+        process.execPath,
+        [DAEMON_BIN, '-f', '-a', 'shadow', '-m', keyDir, '--state', 'redis://127.0.0.1:1/0', '--state-key', keyFile],
+        (err, _o, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
       ),
     );
     assert.equal(r.code, 1);
@@ -488,13 +545,24 @@ describe('starting with --state', () => {
   test('Redis unreachable at start: the daemon serves from its own state and says so once', async () => {
     const keyFile = makeKeyFile(keyDir, 'ok.key');
     const user = createUser(userName('fs'), 'Start-pw-1', 'sha512crypt');
-    const d = await startDaemon({ args: ['-a', 'shadow', '--state', 'redis://:secret-pw@127.0.0.1:1/0', '--state-key', keyFile] });
+    const d = await startDaemon({
+      args: ['-a', 'shadow', '--state', 'redis://:secret-pw@127.0.0.1:1/0', '--state-key', keyFile],
+    });
     try {
-      await d.waitForLog(/shared state redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0: cannot connect: .*ECONNREFUSED.*deciding from local state, retrying/);
+      await d.waitForLog(
+        /shared state redis:\/\/:\*\*\*@127\.0\.0\.1:1\/0: cannot connect: .*ECONNREFUSED.*deciding from local state, retrying/,
+      );
       for (let i = 0; i < 5; i++) assert.equal(await ask(d, user.name, user.password), 'OK');
       assert.equal(await ask(d, user.name, 'wrong'), 'NO Incorrect password');
       await sleep(1500);
-      assert.equal(d.output().split('\n').filter((l) => /shared state/.test(l)).length, 1, d.output());
+      assert.equal(
+        d
+          .output()
+          .split('\n')
+          .filter((l) => /shared state/.test(l)).length,
+        1,
+        d.output(),
+      );
       assert.ok(!d.output().includes('secret-pw'));
     } finally {
       await d.stop();

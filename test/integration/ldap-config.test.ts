@@ -28,7 +28,10 @@ describe('ldap configuration in the daemon', () => {
   test('a syntax error stops the daemon and names file, line and key', async () => {
     const r = await expectStartupFailure(`ldap_timeout: 3\nldap_servers : ${slapd.ldapUrl}\n`);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /failed to initialize mechanism ldap: \/.*saslauthd\.conf:2: ldap_servers: syntax error: the colon must follow the key/);
+    assert.match(
+      r.stderr,
+      /failed to initialize mechanism ldap: \/.*saslauthd\.conf:2: ldap_servers: syntax error: the colon must follow the key/,
+    );
   });
 
   test('ldap_use_sasl: yes stops the daemon with a clear message', async () => {
@@ -39,9 +42,14 @@ describe('ldap configuration in the daemon', () => {
   });
 
   test('a misspelt key close to a known one stops the daemon and names the key it was meant to be', async () => {
-    const r = await expectStartupFailure(confText(serviceConf(slapd.ldapUrl)) + 'ldap_goup_dn: cn=mailusers,ou=groups,dc=example,dc=org\n');
+    const r = await expectStartupFailure(
+      confText(serviceConf(slapd.ldapUrl)) + 'ldap_goup_dn: cn=mailusers,ou=groups,dc=example,dc=org\n',
+    );
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /failed to initialize mechanism ldap: \/.*saslauthd\.conf:6: ldap_goup_dn: unknown key \(did you mean ldap_group_dn\?\)/);
+    assert.match(
+      r.stderr,
+      /failed to initialize mechanism ldap: \/.*saslauthd\.conf:6: ldap_goup_dn: unknown key \(did you mean ldap_group_dn\?\)/,
+    );
   });
 
   test('an unknown key is logged as a warning with file, line and key, and the daemon runs', async () => {
@@ -62,7 +70,10 @@ describe('ldap configuration in the daemon', () => {
       assert.equal(await d.ask('alice', USERS.alice.password), 'OK');
       assert.equal(await d.ask('carol', USERS.carol.password), 'OK');
       // Only carol passes the new filter.
-      assert.match(await d.reload(serviceConf(slapd.ldapUrl, { ldap_filter: '(&(uid=%u)(uid=carol))' })), /configuration re-read/);
+      assert.match(
+        await d.reload(serviceConf(slapd.ldapUrl, { ldap_filter: '(&(uid=%u)(uid=carol))' })),
+        /configuration re-read/,
+      );
       assert.equal(await d.ask('alice', USERS.alice.password), 'NO');
       assert.equal(await d.ask('carol', USERS.carol.password), 'OK');
       // A broken file: the daemon says why and keeps the filter above.

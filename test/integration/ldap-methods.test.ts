@@ -3,15 +3,7 @@
 // Debian's real testsaslauthd.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  BASE_DN,
-  DUP_STAFF_PASSWORD,
-  GROUP_DN,
-  PEOPLE,
-  startSlapd,
-  USERS,
-  type Slapd,
-} from '../helpers/slapd';
+import { BASE_DN, DUP_STAFF_PASSWORD, GROUP_DN, PEOPLE, startSlapd, USERS, type Slapd } from '../helpers/slapd';
 import { type ConfValues, type LdapDaemon, serviceConf, startLdapDaemon } from '../helpers/ldap';
 import { NO_LINE, OK_LINE, testsaslauthd } from '../helpers/testsaslauthd';
 
@@ -260,7 +252,9 @@ describe('search settings, tokens, realms and referrals', () => {
       assert.equal(await d.ask('alice', USERS.alice.password), 'OK');
       // Only the "one" dup is in ou=people: no longer ambiguous.
       assert.equal(await d.ask('dup', USERS.dup.password), 'OK');
-      await d.reload(serviceConf(slapd.ldapUrl, { ldap_scope: 'base', ldap_search_base: USERS.bob.dn, ldap_filter: '(objectClass=*)' }));
+      await d.reload(
+        serviceConf(slapd.ldapUrl, { ldap_scope: 'base', ldap_search_base: USERS.bob.dn, ldap_filter: '(objectClass=*)' }),
+      );
       assert.equal(await d.ask('anyone', USERS.bob.password), 'OK');
       assert.equal(await d.ask('anyone', USERS.alice.password), 'NO');
     } finally {

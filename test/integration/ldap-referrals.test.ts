@@ -44,7 +44,10 @@ describe('ldap_referrals: yes', () => {
       assert.equal(r.result, 'unavailable');
       // slapd adds the scope of the search to the reference it returns.
       const referral = `${elsewhere}ou=people,${REMOTE_BASE_DN}??sub`;
-      assert.equal(r.reason, `User not found (referral ${referral} not followed: 127.0.0.1:${proxy.port} is not in ldap_servers)`);
+      assert.equal(
+        r.reason,
+        `User not found (referral ${referral} not followed: 127.0.0.1:${proxy.port} is not in ldap_servers)`,
+      );
       const warning = await d.d.waitForLog(/not following the referral/);
       assert.match(warning, /"level":40/);
       assert.ok(warning.includes(referral), warning);

@@ -51,11 +51,10 @@ async function authenticate(cfg: LdapConfig, login: string, password: string): P
   return authenticateLdap(session);
 }
 
-const fastbind = (): ConfValues =>
-  serviceConf(slapd.ldapiUrl, { ldap_auth_method: 'fastbind', ldap_filter: `uid=%u,${PEOPLE}` });
+const fastbind = (): ConfValues => serviceConf(slapd.ldapiUrl, { ldap_auth_method: 'fastbind', ldap_filter: `uid=%u,${PEOPLE}` });
 
 describe('bind names that are SASL mechanism names', () => {
-  test('the login EXTERNAL with a fastbind template of only %u is refused over ldapi://, even with root\'s own authorization identity as password', async () => {
+  test("the login EXTERNAL with a fastbind template of only %u is refused over ldapi://, even with root's own authorization identity as password", async () => {
     const cfg = config(fastbind(), { filter: '%u' });
     for (const password of [ROOT_AUTHZID, 'any-password']) {
       const r = await authenticate(cfg, 'EXTERNAL', password);
@@ -65,7 +64,8 @@ describe('bind names that are SASL mechanism names', () => {
           ok: false,
           kind: 'denied',
           text: 'NO',
-          reason: "Invalid password (the bind DN 'EXTERNAL' is a SASL mechanism name; refused before any bind, as the LDAP library would make a SASL bind of it)",
+          reason:
+            "Invalid password (the bind DN 'EXTERNAL' is a SASL mechanism name; refused before any bind, as the LDAP library would make a SASL bind of it)",
         },
         password,
       );
@@ -111,9 +111,7 @@ describe('bind names that are SASL mechanism names', () => {
 
   test('a fastbind DN template that is only a token stops the daemon at startup', async () => {
     for (const template of ['%u', ' %U ', '%r']) {
-      const r = await expectStartupFailure(
-        serviceConf(slapd.ldapiUrl, { ldap_auth_method: 'fastbind', ldap_filter: template }),
-      );
+      const r = await expectStartupFailure(serviceConf(slapd.ldapiUrl, { ldap_auth_method: 'fastbind', ldap_filter: template }));
       assert.equal(r.code, 1, template);
       assert.match(
         r.stderr,

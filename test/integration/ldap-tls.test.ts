@@ -90,7 +90,11 @@ describe('ldap TLS', () => {
     const values = serviceConf(slapd.ldapsUrl, { ldap_tls_cacert_file: slapd.otherCaFile, ldap_tls_check_peer: 'no' });
     const d = await startLdapDaemon(values);
     try {
-      const warnings = (): string[] => d.d.output().split('\n').filter((l) => /ldap_tls_check_peer: no: the directory's TLS certificate is not verified/.test(l));
+      const warnings = (): string[] =>
+        d.d
+          .output()
+          .split('\n')
+          .filter((l) => /ldap_tls_check_peer: no: the directory's TLS certificate is not verified/.test(l));
       await d.d.waitForLog(/ldap_tls_check_peer: no:/);
       assert.equal(warnings().length, 1);
       assert.match(warnings()[0] ?? '', /"level":40/);
@@ -105,7 +109,10 @@ describe('ldap TLS', () => {
   test('an ldap_tls_check_peer value nobody can read stops the daemon instead of verifying nothing', async () => {
     const r = await expectStartupFailure(serviceConf(slapd.ldapsUrl, { ldap_tls_check_peer: 'demand' }));
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /saslauthd\.conf:\d+: ldap_tls_check_peer: 'demand' is not a yes\/no value \(accepted: yes, true, on, 1, y, t, no, false, off, 0, n, f\)/);
+    assert.match(
+      r.stderr,
+      /saslauthd\.conf:\d+: ldap_tls_check_peer: 'demand' is not a yes\/no value \(accepted: yes, true, on, 1, y, t, no, false, off, 0, n, f\)/,
+    );
   });
 
   test('an ldap_start_tls value nobody can read stops the daemon instead of skipping StartTLS', async () => {
@@ -124,7 +131,10 @@ describe('ldap TLS', () => {
 
   test('a plain ldap:// server is not upgraded without ldap_start_tls', async () => {
     // An ldaps-only port spoken to in clear text cannot answer.
-    await expectRefused(serviceConf(`ldap://127.0.0.1:${slapd.ldapsPort}/`, { ldap_timeout: 1 }), /Cannot connect to ldap server/);
+    await expectRefused(
+      serviceConf(`ldap://127.0.0.1:${slapd.ldapsPort}/`, { ldap_timeout: 1 }),
+      /Cannot connect to ldap server/,
+    );
   });
 });
 

@@ -70,9 +70,17 @@ test('text is the default format: Cyrus’s line shapes, warnings marked as such
   const u = createUser(userName('txt'), 'Text-pw1', 'sha512crypt');
   const d = await startDaemon({ args: ['-a', 'shadow'], logFormat: 'text' });
   try {
-    assert.equal(await sendRequest(d.socketPath, { login: u.name, password: 'nope', service: 'smtp', realm: '' }), 'NO Incorrect password');
+    assert.equal(
+      await sendRequest(d.socketPath, { login: u.name, password: 'nope', service: 'smtp', realm: '' }),
+      'NO Incorrect password',
+    );
     const line = await d.waitForLog(/auth failure:/);
-    assert.match(line, new RegExp(`^[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d saslauthd-ts\\[\\d+\\]: auth failure: \\[user=${u.name}\\] \\[service=smtp\\] \\[realm=\\] \\[mech=shadow\\] \\[reason=Incorrect password\\]$`));
+    assert.match(
+      line,
+      new RegExp(
+        `^[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d saslauthd-ts\\[\\d+\\]: auth failure: \\[user=${u.name}\\] \\[service=smtp\\] \\[realm=\\] \\[mech=shadow\\] \\[reason=Incorrect password\\]$`,
+      ),
+    );
     assert.doesNotMatch(d.output(), /^\{/m, 'no JSON');
   } finally {
     await d.stop();
@@ -85,11 +93,15 @@ test('on the journal’s stream each line starts with its priority, in either fo
     const out = path.join(dir, 'stderr');
     const fd = fs.openSync(out, 'w');
     const st = fs.fstatSync(fd);
-    const child = spawn(process.execPath, [DAEMON_BIN, '-f', '-m', dir, '-a', 'ldap', '-O', path.join(dir, 'ldap.conf'), '--log-format', format], {
-      stdio: ['ignore', fd, fd],
-      // What systemd sets for a service whose stderr is the journal.
-      env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` },
-    });
+    const child = spawn(
+      process.execPath,
+      [DAEMON_BIN, '-f', '-m', dir, '-a', 'ldap', '-O', path.join(dir, 'ldap.conf'), '--log-format', format],
+      {
+        stdio: ['ignore', fd, fd],
+        // What systemd sets for a service whose stderr is the journal.
+        env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` },
+      },
+    );
     // A directory nobody answers on: every login is an outage, logged as a warning.
     fs.writeFileSync(path.join(dir, 'ldap.conf'), 'ldap_servers: ldap://127.0.0.1:1/\nldap_timeout: 1\n');
     try {
@@ -102,8 +114,14 @@ test('on the journal’s stream each line starts with its priority, in either fo
       }
       const lines = text.split('\n').filter((l) => l !== '');
       assert.ok(lines.length > 0 && lines.every((l) => /^<[0-7]>/.test(l)), `${format}: ${lines.join(' | ')}`);
-      assert.ok(lines.some((l) => /^<6>.*listening on socket/.test(l)), `${format}: startup at info`);
-      assert.ok(lines.some((l) => /^<4>.*auth failure: \[user=bob\].*Cannot connect to ldap server/.test(l)), `${format}: outage at warning`);
+      assert.ok(
+        lines.some((l) => /^<6>.*listening on socket/.test(l)),
+        `${format}: startup at info`,
+      );
+      assert.ok(
+        lines.some((l) => /^<4>.*auth failure: \[user=bob\].*Cannot connect to ldap server/.test(l)),
+        `${format}: outage at warning`,
+      );
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
@@ -156,7 +174,11 @@ test('a password written into a URI is masked wherever the URI is printed: --che
     const check = run(['--check', '-f', '-a', 'rimap', '-O', option]);
     assert.match(check, /user:\*\*\*@mail\.example\.org/, check);
     const start = run(['-d', '-m', '/nonexistent-saslauthd-ts-test', '-a', 'rimap', '-O', option]);
-    assert.match(start, /failed to initialize mechanism rimap: .*user:\*\*\*@mail\.example\.org.*user names or passwords do not belong in -O/, start);
+    assert.match(
+      start,
+      /failed to initialize mechanism rimap: .*user:\*\*\*@mail\.example\.org.*user names or passwords do not belong in -O/,
+      start,
+    );
     for (const out of [check, start]) assert.equal(out.includes('leak-canary'), false, out);
   }
 });

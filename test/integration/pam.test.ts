@@ -341,7 +341,11 @@ describe('pam mechanism through the daemon', () => {
       report(t, `failures still in flight before and after each good login: ${pendingAfterEach.join(', ')}`);
       report(t, `the 32 failures: answered after ${summary(answers.map((a) => a.ms))}; PAM delays ${summary(delays)}`);
 
-      assert.deepEqual(pendingAfterEach, pendingAfterEach.map(() => WRONG), 'all failures were in flight throughout');
+      assert.deepEqual(
+        pendingAfterEach,
+        pendingAfterEach.map(() => WRONG),
+        'all failures were in flight throughout',
+      );
       for (const a of answers) assert.equal(a.text, AUTH_ERROR);
       for (const a of await Promise.all(dryRun.wrong)) assert.equal(a.text, AUTH_ERROR);
     } finally {

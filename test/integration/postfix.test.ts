@@ -40,7 +40,10 @@ async function until(o: SwaksOptions, check: (transcript: string) => boolean, ti
 async function lineSince(log: () => string, from: number, re: RegExp, timeoutMs = 10_000): Promise<string> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const line = log().slice(from).split('\n').find((l) => re.test(l));
+    const line = log()
+      .slice(from)
+      .split('\n')
+      .find((l) => re.test(l));
     if (line !== undefined) return line;
     if (Date.now() > end) throw new Error(`no line matching ${re} since offset ${from}:\n${log().slice(from)}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -218,8 +221,7 @@ describe('Postfix SMTP AUTH through saslauthd-ts', () => {
   test('with smtpd_sasl_local_domain and -r, a bare name reaches the mechanism as name@domain', async () => {
     const d = await ourDaemon(['-r']);
     const from = d.output().length;
-    const t = (await swaks({ port: pf.ports[1] ?? 0, auth: 'PLAIN', user: realmLocal, password: REALM_PASSWORD }))
-      .stdout;
+    const t = (await swaks({ port: pf.ports[1] ?? 0, auth: 'PLAIN', user: realmLocal, password: REALM_PASSWORD })).stdout;
     assert.match(replyTo(t, /AUTH PLAIN/) ?? '', /^235 /, t);
     await lineSince(
       d.output,
@@ -232,8 +234,7 @@ describe('Postfix SMTP AUTH through saslauthd-ts', () => {
     // libsasl splits it into login "bob" and realm "example.org"; -r joins them.
     const d = await ourDaemon(['-r']);
     const from = d.output().length;
-    const t = (await swaks({ port: pf.ports[0] ?? 0, auth: 'LOGIN', user: realmUser, password: REALM_PASSWORD }))
-      .stdout;
+    const t = (await swaks({ port: pf.ports[0] ?? 0, auth: 'LOGIN', user: realmUser, password: REALM_PASSWORD })).stdout;
     assert.match(t, /<- {2}235 /, t);
     await lineSince(
       d.output,

@@ -177,25 +177,29 @@ for (const [path, extraArgs] of PATHS) {
 
     // The timeouts below only guard against a hang: a daemon that never
     // drains, never answers four fields or never accepts would block forever.
-    test('closes a client that keeps the connection open after its answer, once the drain deadline (1 s) has passed', { timeout: 30_000 }, async () => {
-      // Counted from before the connect: the daemon's drain timer starts
-      // later (at its answer), so it cannot fire sooner than this on any machine.
-      const t0 = performance.now();
-      const c = await holdOpen(d.socketPath, good());
-      try {
-        assert.deepEqual(await c.received(4), reply('OK'));
-        await c.eof;
-        // EOF was the half-close that follows the answer: our side is still read (and discarded).
-        assert.equal(await c.write(Buffer.from('x')), true, 'the daemon closed at once instead of draining');
-        // We never close: only the drain deadline can end the connection.
-        while (await c.write(Buffer.from('x'))) await new Promise((r) => setTimeout(r, 20));
-        const ms = performance.now() - t0;
-        assert.ok(ms >= 1000, `closed ${ms.toFixed(0)} ms after connecting, before the 1 s drain deadline`);
-        assert.deepEqual(c.bytes(), reply('OK'), 'nothing but the answer');
-      } finally {
-        c.destroy();
-      }
-    });
+    test(
+      'closes a client that keeps the connection open after its answer, once the drain deadline (1 s) has passed',
+      { timeout: 30_000 },
+      async () => {
+        // Counted from before the connect: the daemon's drain timer starts
+        // later (at its answer), so it cannot fire sooner than this on any machine.
+        const t0 = performance.now();
+        const c = await holdOpen(d.socketPath, good());
+        try {
+          assert.deepEqual(await c.received(4), reply('OK'));
+          await c.eof;
+          // EOF was the half-close that follows the answer: our side is still read (and discarded).
+          assert.equal(await c.write(Buffer.from('x')), true, 'the daemon closed at once instead of draining');
+          // We never close: only the drain deadline can end the connection.
+          while (await c.write(Buffer.from('x'))) await new Promise((r) => setTimeout(r, 20));
+          const ms = performance.now() - t0;
+          assert.ok(ms >= 1000, `closed ${ms.toFixed(0)} ms after connecting, before the 1 s drain deadline`);
+          assert.deepEqual(c.bytes(), reply('OK'), 'nothing but the answer');
+        } finally {
+          c.destroy();
+        }
+      },
+    );
 
     test('answers a client that half-closes right after sending', async () => {
       const r = await rawExchange(d.socketPath, [good()], { closeAfterSend: true });
@@ -232,7 +236,10 @@ for (const [path, extraArgs] of PATHS) {
         assert.doesNotMatch(line, /remote=/, 'answered from four fields');
         await c.closed;
         assert.deepEqual(c.bytes(), reply('OK'));
-        const lines = d.output().split('\n').filter((l) => l.includes(`[service=${service}]`));
+        const lines = d
+          .output()
+          .split('\n')
+          .filter((l) => l.includes(`[service=${service}]`));
         assert.equal(lines.length, 1, lines.join('\n'));
         assert.doesNotMatch(d.output(), /192\.0\.2\.55/);
       } finally {

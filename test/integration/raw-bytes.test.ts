@@ -23,7 +23,12 @@ const UTF8_LOGIN = Buffer.concat([Buffer.from(`rb${process.pid % 10000}caf`), Bu
 /** useradd and chpasswd through a shell, so the name's bytes reach them unchanged (argv strings would be UTF-8). */
 function createRawUser(name: Buffer, password: string): void {
   const hex = [...name].map((b) => `\\${b.toString(8).padStart(3, '0')}`).join('');
-  execFileSync('sh', ['-c', `n="$(printf '${hex}')"; useradd -M -N -s /usr/sbin/nologin --badname "$n" && printf '%s:%s\\n' "$n" "$1" | chpasswd`, 'sh', password]);
+  execFileSync('sh', [
+    '-c',
+    `n="$(printf '${hex}')"; useradd -M -N -s /usr/sbin/nologin --badname "$n" && printf '%s:%s\\n' "$n" "$1" | chpasswd`,
+    'sh',
+    password,
+  ]);
 }
 
 function removeRawUser(name: Buffer): void {
@@ -68,7 +73,10 @@ describe('raw bytes through the system mechanisms', () => {
   test('PAM gets the login’s bytes as PAM_USER, and the service’s as its service name', async () => {
     assert.equal(await ask(pam.socketPath, LATIN1_LOGIN, PASSWORD, service), 'OK');
     assert.equal(await ask(pam.socketPath, UTF8_LOGIN, PASSWORD, service), 'NO PAM auth error');
-    assert.equal(await ask(pam.socketPath, Buffer.concat([LATIN1_LOGIN, Buffer.from('\0x')]), PASSWORD, `${service}\0junk`), 'OK');
+    assert.equal(
+      await ask(pam.socketPath, Buffer.concat([LATIN1_LOGIN, Buffer.from('\0x')]), PASSWORD, `${service}\0junk`),
+      'OK',
+    );
   });
 
   test('the result line shows a login that is not UTF-8 escaped, not as mojibake', async () => {
@@ -89,11 +97,18 @@ describe('raw bytes through LDAP', () => {
 
   test('a login that is not UTF-8 cannot name an LDAP entry: refused as not found, never sent', async () => {
     const d = await startLdapDaemon(serviceConf(slapd.ldapUrl));
-    const searches = (): number => slapd.output().split('\n').filter((l) => / SRCH base=/.test(l)).length;
+    const searches = (): number =>
+      slapd
+        .output()
+        .split('\n')
+        .filter((l) => / SRCH base=/.test(l)).length;
     const before = searches();
     try {
       const login = Buffer.from([0x61, 0x6c, 0x69, 0x63, 0x65, 0xe9]); // "alice" and a lone 0xe9
-      assert.equal(await sendRequest(d.d.socketPath, { login, password: USERS.alice.password, service: 'imap', realm: '' }), 'NO');
+      assert.equal(
+        await sendRequest(d.d.socketPath, { login, password: USERS.alice.password, service: 'imap', realm: '' }),
+        'NO',
+      );
       const line = await d.d.waitForLog(/auth failure: \[user=alice\\\\xe9\]/);
       assert.match(line, /"result":"denied"/);
       assert.match(line, /User not found \(the login, service or realm is not valid UTF-8\)/);
@@ -106,7 +121,15 @@ describe('raw bytes through LDAP', () => {
   test('a NUL ends the LDAP login too', async () => {
     const d = await startLdapDaemon(serviceConf(slapd.ldapUrl));
     try {
-      assert.equal(await sendRequest(d.d.socketPath, { login: Buffer.from('alice\0junk'), password: USERS.alice.password, service: 'imap', realm: '' }), 'OK');
+      assert.equal(
+        await sendRequest(d.d.socketPath, {
+          login: Buffer.from('alice\0junk'),
+          password: USERS.alice.password,
+          service: 'imap',
+          realm: '',
+        }),
+        'OK',
+      );
     } finally {
       await d.stop();
     }

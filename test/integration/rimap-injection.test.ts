@@ -139,7 +139,10 @@ describe('rimap: no IMAP command injection (real Dovecot)', () => {
     assert.ok(conn.up.includes(Buffer.from(`{${n}${literal}}\r\n${password}\r\nsaslauthd LOGOUT\r\n`)));
     const tags = taggedResponses(conn.down);
     assert.equal(tags[0], 'saslauthd NO', `Dovecot's answers: ${tags.join(', ')}`);
-    assert.ok(tags.every((t) => t.startsWith('saslauthd ')), `no other tag answered: ${tags.join(', ')}`);
+    assert.ok(
+      tags.every((t) => t.startsWith('saslauthd ')),
+      `no other tag answered: ${tags.join(', ')}`,
+    );
     assert.ok(!tags.some((t) => t.endsWith(' OK') && t !== 'saslauthd OK'), 'nothing injected succeeded');
   }
 
@@ -185,8 +188,14 @@ describe('rimap: no IMAP command injection (real Dovecot)', () => {
     const login = 'victim\r\nA6 DELETE INBOX';
     const r = await attempt(viaPlus, plusProxy, login, 'whatever');
     assert.equal(r.reply, REJECTED);
-    assert.deepEqual(commands(r.conn!.up), [`saslauthd LOGIN {${Buffer.byteLength(login)}+}<${Buffer.byteLength(login)} bytes> "whatever"`, 'saslauthd LOGOUT']);
-    assert.deepEqual(taggedResponses(r.conn!.down).filter((t) => !t.startsWith('saslauthd ')), []);
+    assert.deepEqual(commands(r.conn!.up), [
+      `saslauthd LOGIN {${Buffer.byteLength(login)}+}<${Buffer.byteLength(login)} bytes> "whatever"`,
+      'saslauthd LOGOUT',
+    ]);
+    assert.deepEqual(
+      taggedResponses(r.conn!.down).filter((t) => !t.startsWith('saslauthd ')),
+      [],
+    );
     assert.doesNotMatch(r.log, /Login: user=<victim>|DELETE|Mailbox/);
   });
 

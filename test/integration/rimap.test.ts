@@ -63,7 +63,11 @@ function ask(d: RunningDaemon, login: string, password: string): Promise<string>
 async function logSince(d: RunningDaemon, from: number, re: RegExp): Promise<string> {
   const until = Date.now() + 5000;
   for (;;) {
-    const line = d.output().slice(from).split('\n').find((l) => re.test(l));
+    const line = d
+      .output()
+      .slice(from)
+      .split('\n')
+      .find((l) => re.test(l));
     if (line !== undefined) return line;
     if (Date.now() > until) throw new Error(`no log line matching ${re} since offset ${from}:\n${d.output().slice(from)}`);
     await new Promise((r) => setTimeout(r, 20));
@@ -133,7 +137,11 @@ describe('rimap against a real Dovecot', () => {
       assert.equal(await ask(plain, 'nosuchuser', ALICE.password), REJECTED);
       const success = await logSince(plain, from, /auth success: \[user=alice\] \[service=imap\] \[realm=\] \[mech=rimap\]/);
       assert.match(success, /"result":"ok"/);
-      const failure = await logSince(plain, from, /auth failure: \[user=nosuchuser\].*\[reason=remote server rejected your credentials\]/);
+      const failure = await logSince(
+        plain,
+        from,
+        /auth failure: \[user=nosuchuser\].*\[reason=remote server rejected your credentials\]/,
+      );
       assert.match(failure, /"result":"denied"/);
     });
 
@@ -183,7 +191,12 @@ describe('rimap against a real Dovecot', () => {
           const before = proxy.connections().length;
           assert.equal(await ask(d, ALICE.name, ALICE.password), OK, option);
           // Recorded before being passed on: Dovecot's OK came after all of it.
-          return Buffer.concat(proxy.connections().slice(before).map((c) => c.up));
+          return Buffer.concat(
+            proxy
+              .connections()
+              .slice(before)
+              .map((c) => c.up),
+          );
         };
 
         const imapsUp = await sent(`imaps://127.0.0.1:${toImaps.port}?cafile=${dovecot.caFile}`, toImaps);
@@ -212,7 +225,10 @@ describe('rimap against a real Dovecot', () => {
         // STARTTLS, with a CA that did not sign the server's certificate.
         [`imap://127.0.0.1:${dovecot.imapPort}?cafile=${dovecot.otherCaFile}`, /"sysCode":"UNABLE_TO_VERIFY_LEAF_SIGNATURE"/],
         // The right CA, but the certificate does not name the expected host.
-        [`imaps://127.0.0.1:${dovecot.imapsPort}?cafile=${dovecot.caFile}&servername=mail.example.org`, /"sysCode":"ERR_TLS_CERT_ALTNAME_INVALID"/],
+        [
+          `imaps://127.0.0.1:${dovecot.imapsPort}?cafile=${dovecot.caFile}&servername=mail.example.org`,
+          /"sysCode":"ERR_TLS_CERT_ALTNAME_INVALID"/,
+        ],
       ];
       const from = dovecot.log().length;
       for (const [option, why] of cases) {
@@ -224,9 +240,15 @@ describe('rimap against a real Dovecot', () => {
       }
       // Dovecot logs each connection's end: wait for all three (not for a
       // while), then nothing about these sessions can come later.
-      const ends = (): string[] => dovecot.log().slice(from).split('\n').filter((l) => /imap-login: .*Disconnected/.test(l));
+      const ends = (): string[] =>
+        dovecot
+          .log()
+          .slice(from)
+          .split('\n')
+          .filter((l) => /imap-login: .*Disconnected/.test(l));
       for (const end = Date.now() + 10_000; ends().length < cases.length; await new Promise((r) => setTimeout(r, 20))) {
-        if (Date.now() > end) throw new Error(`Dovecot logged ${ends().length} of ${cases.length} disconnects:\n${dovecot.log().slice(from)}`);
+        if (Date.now() > end)
+          throw new Error(`Dovecot logged ${ends().length} of ${cases.length} disconnects:\n${dovecot.log().slice(from)}`);
       }
       for (const l of ends()) assert.match(l, /no auth attempts.*user=<>.*TLS handshaking/, l);
       assert.doesNotMatch(dovecot.log().slice(from), /untrusted/, 'Dovecot never saw the user, so never the password');
@@ -253,7 +275,10 @@ describe('rimap against a real Dovecot', () => {
       const d = await daemon(`imap://127.0.0.1:${silent.port}?plain&timeout=1`, ['--auth-timeout', '5']);
       const t0 = Date.now();
       // rimap's own answer: the 5 s request deadline would have answered TIMEOUT_REPLY.
-      assert.equal(await ask(d, ALICE.name, ALICE.password), 'NO [ALERT] The remote authentication server is currently unavailable');
+      assert.equal(
+        await ask(d, ALICE.name, ALICE.password),
+        'NO [ALERT] The remote authentication server is currently unavailable',
+      );
       const ms = Date.now() - t0;
       assert.ok(ms >= 900, `answered after ${ms} ms, before the 1 s step timeout`);
       await d.waitForLog(/"code":"RIMAP_TIMEOUT"/);
@@ -285,13 +310,19 @@ describe('rimap against a real Dovecot', () => {
     test('a bad -O stops the daemon at startup with exit 1 and says what is wrong', async () => {
       const cases: Array<[string[], RegExp]> = [
         [[], /failed to initialize mechanism rimap: no hostname specified/],
-        [['-O', '127.0.0.1:143x'], /failed to initialize mechanism rimap: -O '127\.0\.0\.1:143x': '143x' is neither a port number nor a service name/],
+        [
+          ['-O', '127.0.0.1:143x'],
+          /failed to initialize mechanism rimap: -O '127\.0\.0\.1:143x': '143x' is neither a port number nor a service name/,
+        ],
         [['-O', 'imaps://127.0.0.1?cafile=/nonexistent/ca.pem'], /cafile=\/nonexistent\/ca\.pem: ENOENT/],
       ];
       for (const [args, re] of cases) {
         const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rimap-badopt-'));
         try {
-          const r = spawnSync(process.execPath, [DAEMON_BIN, '-f', '-m', dir, '-a', 'rimap', ...args], { encoding: 'utf8', timeout: 10_000 });
+          const r = spawnSync(process.execPath, [DAEMON_BIN, '-f', '-m', dir, '-a', 'rimap', ...args], {
+            encoding: 'utf8',
+            timeout: 10_000,
+          });
           assert.equal(r.status, 1, `${args.join(' ')}: ${r.stderr}`);
           assert.match(r.stderr, re);
         } finally {
@@ -313,7 +344,9 @@ describe('rimap against a real Dovecot', () => {
         return { u, right, reply: ask(d, u.name, right ? u.password : `${u.password}-wrong${i}`) };
       });
       const replies = await Promise.all(jobs.map((j) => j.reply));
-      jobs.forEach((j, i) => assert.equal(replies[i], j.right ? OK : REJECTED, `request ${i} (${j.u.name}, ${j.right ? 'right' : 'wrong'})`));
+      jobs.forEach((j, i) =>
+        assert.equal(replies[i], j.right ? OK : REJECTED, `request ${i} (${j.u.name}, ${j.right ? 'right' : 'wrong'})`),
+      );
     });
   });
 });

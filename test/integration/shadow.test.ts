@@ -148,10 +148,7 @@ describe('shadow mechanism with -r', () => {
     const r = await testsaslauthd({ socket: d.socketPath, user: bare, password: PASSWORD, realm: 'example.org' });
     assert.equal(r.stdout, OK_LINE);
     await d.waitForLog(new RegExp(`auth success: \\[user=${full.name}\\] \\[service=imap\\] \\[realm=example.org\\]`));
-    assert.equal(
-      await sendRequest(d.socketPath, { login: bare, password: plain.password, service: 'imap', realm: '' }),
-      'OK',
-    );
+    assert.equal(await sendRequest(d.socketPath, { login: bare, password: plain.password, service: 'imap', realm: '' }), 'OK');
     assert.equal(
       await sendRequest(d.socketPath, { login: bare, password: plain.password, service: 'imap', realm: 'example.org' }),
       'NO Incorrect password',
@@ -174,7 +171,9 @@ describe('shadow answered inside the native listener', () => {
     const d = await startDaemon({ args: ['-a', 'shadow', '--auth-timeout', '1'] });
     try {
       const answers = await Promise.all(
-        Array.from({ length: n }, () => sendRequest(d.socketPath, { login: u.name, password: PASSWORD, service: 'smtp', realm: '' })),
+        Array.from({ length: n }, () =>
+          sendRequest(d.socketPath, { login: u.name, password: PASSWORD, service: 'smtp', realm: '' }),
+        ),
       );
       const ok = answers.filter((a) => a === 'OK').length;
       const late = answers.filter((a) => a === 'NO [ALERT] authentication backend timed out').length;

@@ -22,15 +22,23 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * outlasts any burst here.
  */
 const FAST = [
-  '--throttle-free', '5',
-  '--throttle-refuse', '20',
-  '--throttle-delay', '40',
-  '--throttle-max-delay', '80',
-  '--throttle-window', '60',
-  '--throttle-cooloff', '60',
+  '--throttle-free',
+  '5',
+  '--throttle-refuse',
+  '20',
+  '--throttle-delay',
+  '40',
+  '--throttle-max-delay',
+  '80',
+  '--throttle-window',
+  '60',
+  '--throttle-cooloff',
+  '60',
   // Every attempt's own line, to count them: none folded into summaries.
-  '--log-failures-per-login', '100000',
-  '--log-failures-per-second', '100000',
+  '--log-failures-per-login',
+  '100000',
+  '--log-failures-per-second',
+  '100000',
 ];
 
 function ask(socket: string, login: string, password: string, service = 'smtp'): Promise<string> {
@@ -52,13 +60,21 @@ function results(d: RunningDaemon, user: string): Array<{ result: string; reason
     .map((l) => JSON.parse(l) as { result: string; reason?: string });
 }
 
-const count = (d: RunningDaemon, re: RegExp): number => d.output().split('\n').filter((l) => re.test(l)).length;
+const count = (d: RunningDaemon, re: RegExp): number =>
+  d
+    .output()
+    .split('\n')
+    .filter((l) => re.test(l)).length;
 
 /**
  * Waits until the daemon has written the lines for every attempt so far (it
  * batches its log writes), then returns them.
  */
-async function settledResults(d: RunningDaemon, user: string, total: number): Promise<Array<{ result: string; reason?: string }>> {
+async function settledResults(
+  d: RunningDaemon,
+  user: string,
+  total: number,
+): Promise<Array<{ result: string; reason?: string }>> {
   for (let i = 0; i < 100 && results(d, user).length < total; i++) await sleep(50);
   return results(d, user);
 }
@@ -80,7 +96,11 @@ describe('throttle with the shadow mechanism', () => {
   test('a burst of 50 wrong passwords: the first 5 answered, later ones delayed, past 20 refused unchecked', async () => {
     const answers: Array<{ answer: string; ms: number }> = [];
     for (let i = 0; i < 50; i++) answers.push(await timed(ask(d.socketPath, victim.name, `guess-${i}`)));
-    assert.deepEqual(new Set(answers.map((a) => a.answer)), new Set(['NO Incorrect password']), 'the mechanism’s own text, always');
+    assert.deepEqual(
+      new Set(answers.map((a) => a.answer)),
+      new Set(['NO Incorrect password']),
+      'the mechanism’s own text, always',
+    );
     const late = answers.slice(5).filter((a) => a.ms < 38);
     assert.equal(
       late.length,
@@ -90,14 +110,24 @@ describe('throttle with the shadow mechanism', () => {
     const lines = await settledResults(d, victim.name, 50);
     assert.equal(lines.filter((l) => l.result === 'denied').length, 20, 'twenty reached the mechanism');
     assert.equal(lines.filter((l) => l.result === 'refused').length, 30, 'the rest were refused without it');
-    assert.equal(count(d, new RegExp(`throttle: login \\[user=${victim.name}\\].*enters a penalty`)), 1, 'one line on entering the penalty');
-    assert.equal(count(d, new RegExp(`throttle: login \\[user=${victim.name}\\].*enters a cool-off`)), 1, 'one line on entering the cool-off');
+    assert.equal(
+      count(d, new RegExp(`throttle: login \\[user=${victim.name}\\].*enters a penalty`)),
+      1,
+      'one line on entering the penalty',
+    );
+    assert.equal(
+      count(d, new RegExp(`throttle: login \\[user=${victim.name}\\].*enters a cool-off`)),
+      1,
+      'one line on entering the cool-off',
+    );
   });
 
   test('during the attack another user logs in, and the victim’s known-good password answers before held refusals', async () => {
     const login = userName('tk');
     const u = createUser(login, 'Known-good-1', 'sha512crypt');
-    const slow = await startDaemon({ args: ['-a', 'shadow', ...FAST, '--throttle-delay', '3000', '--throttle-max-delay', '3000'] });
+    const slow = await startDaemon({
+      args: ['-a', 'shadow', ...FAST, '--throttle-delay', '3000', '--throttle-max-delay', '3000'],
+    });
     try {
       assert.equal(await ask(slow.socketPath, u.name, u.password), 'OK', 'logged in once: known-good from now on');
       for (let i = 0; i < 6; i++) await ask(slow.socketPath, u.name, `guess-${i}`).catch(() => undefined);
@@ -151,7 +181,12 @@ describe('throttle with PAM', () => {
     const rec = rhostRecorder();
     calls = rec.outFile;
     // pam_faildelay keeps PAM's own fail delay short; pam_exec records every call.
-    service = installService(serviceName('thr'), [rec.line, 'auth optional pam_faildelay.so delay=100000', 'auth required pam_unix.so nodelay', 'account required pam_unix.so']);
+    service = installService(serviceName('thr'), [
+      rec.line,
+      'auth optional pam_faildelay.so delay=100000',
+      'auth required pam_unix.so nodelay',
+      'account required pam_unix.so',
+    ]);
     d = await startDaemon({ args: ['-a', 'pam', ...FAST] });
   });
   after(async () => {
@@ -160,7 +195,13 @@ describe('throttle with PAM', () => {
     removeAllUsers();
   });
 
-  const pamCalls = (): number => (fs.existsSync(calls) ? fs.readFileSync(calls, 'utf8').split('\n').filter((l) => l.includes(`|${user.name}|`)).length : 0);
+  const pamCalls = (): number =>
+    fs.existsSync(calls)
+      ? fs
+          .readFileSync(calls, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes(`|${user.name}|`)).length
+      : 0;
 
   test('a burst of 50 wrong passwords reaches PAM about 20 times; the rest are refused without it', async () => {
     // Ten at a time, as guessers with several connections do.
@@ -185,9 +226,15 @@ describe('throttle with PAM', () => {
     const u = createUser(userName('tq'), 'Pam-good-1');
     assert.equal(await ask(d.socketPath, u.name, u.password, service), 'OK');
     for (let i = 0; i < 25; i++) await ask(d.socketPath, u.name, `guess-${i}`, service);
-    const before = fs.readFileSync(calls, 'utf8').split('\n').filter((l) => l.includes(`|${u.name}|`)).length;
+    const before = fs
+      .readFileSync(calls, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`|${u.name}|`)).length;
     assert.equal(await ask(d.socketPath, u.name, u.password, service), 'OK');
-    const afterCalls = fs.readFileSync(calls, 'utf8').split('\n').filter((l) => l.includes(`|${u.name}|`)).length;
+    const afterCalls = fs
+      .readFileSync(calls, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`|${u.name}|`)).length;
     assert.equal(afterCalls, before + 1, 'PAM decided it');
   });
 });
@@ -245,7 +292,16 @@ describe('throttle with LDAP', () => {
     // Delays of a minute that --throttle off must ignore: held answers would
     // run this test past its timeout.
     const d = await startLdapDaemon(serviceConf(slapd.ldapUrl), [
-      '--throttle', 'off', '--throttle-delay', '60000', '--throttle-max-delay', '60000', '--throttle-free', '1', '--throttle-refuse', '2',
+      '--throttle',
+      'off',
+      '--throttle-delay',
+      '60000',
+      '--throttle-max-delay',
+      '60000',
+      '--throttle-free',
+      '1',
+      '--throttle-refuse',
+      '2',
     ]);
     try {
       const before = bindsAs(slapd.output(), USERS.alice.dn);
@@ -279,7 +335,10 @@ describe('unknown logins cost what a real check costs', () => {
       const unknown = await median(() => `nosuchuser${process.pid}x${n++}`);
       const known = await median(() => users[n++ % users.length]!.name);
       const ratio = unknown / known;
-      assert.ok(ratio > 0.5 && ratio < 2, `unknown ${unknown.toFixed(2)} ms against known ${known.toFixed(2)} ms (x${ratio.toFixed(2)})`);
+      assert.ok(
+        ratio > 0.5 && ratio < 2,
+        `unknown ${unknown.toFixed(2)} ms against known ${known.toFixed(2)} ms (x${ratio.toFixed(2)})`,
+      );
     } finally {
       await d.stop();
     }

@@ -45,7 +45,9 @@ test('--workers 2 runs two worker processes on one socket, and SIGTERM removes e
   const r = await testsaslauthd({ socket: d.socketPath, user: u.name, password: u.password });
   assert.equal(r.stdout, OK_LINE);
   const answers = await Promise.all(
-    Array.from({ length: 60 }, () => sendRequest(d.socketPath, { login: u.name, password: u.password, service: 'smtp', realm: '' })),
+    Array.from({ length: 60 }, () =>
+      sendRequest(d.socketPath, { login: u.name, password: u.password, service: 'smtp', realm: '' }),
+    ),
   );
   assert.ok(answers.every((a) => a === 'OK'));
   await d.waitForLog(/auth success/);
@@ -90,11 +92,16 @@ test('a success through one worker is answered from the cache by another that ne
   const u = createUser(userName('wc'), 'Old-pass1', 'sha512crypt');
   // -V: cache hits are logged ("auth success (cached)"), with the worker's pid.
   const d = await startDaemon({ args: ['-a', 'shadow', '-V', '-c', '--workers', '2'] });
-  const ask = (password: string): Promise<string> => sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  const ask = (password: string): Promise<string> =>
+    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
   try {
     await d.waitForLog(/\(2 worker processes\)/);
     const [first, other] = await replicateThroughOneWorker(d, u.name, ask);
-    await until(() => authLines(d.output(), u.name).some((l) => l.pid === other && l.msg.startsWith('auth success')), 'the cached success line', d.output);
+    await until(
+      () => authLines(d.output(), u.name).some((l) => l.pid === other && l.msg.startsWith('auth success')),
+      'the cached success line',
+      d.output,
+    );
     const byOther = authLines(d.output(), u.name).filter((l) => l.pid === other);
     const successes = byOther.filter((l) => l.msg.startsWith('auth success'));
     assert.equal(successes.length, 1, JSON.stringify(byOther));
@@ -110,7 +117,8 @@ test('a success through one worker is answered from the cache by another that ne
 test('SIGHUP to the primary empties the credential cache in every worker', async () => {
   const u = createUser(userName('wh'), 'Old-pass1', 'sha512crypt');
   const d = await startDaemon({ args: ['-a', 'shadow', '-V', '-c', '--workers', '2'] });
-  const ask = (password: string): Promise<string> => sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  const ask = (password: string): Promise<string> =>
+    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
   try {
     await d.waitForLog(/\(2 worker processes\)/);
     // Both workers now hold Old-pass1, which /etc/shadow no longer accepts.
@@ -148,17 +156,35 @@ test('workers count a guesser together: past 20 wrong passwords on any of them, 
   const u = createUser(userName('wt'), 'Work-pw4', 'sha512crypt');
   const d = await startDaemon({
     args: [
-      '-a', 'shadow', '--workers', '2',
-      '--throttle-delay', '20', '--throttle-max-delay', '40', '--throttle-cooloff', '60',
-      '--log-failures-per-login', '100000', '--log-failures-per-second', '100000',
+      '-a',
+      'shadow',
+      '--workers',
+      '2',
+      '--throttle-delay',
+      '20',
+      '--throttle-max-delay',
+      '40',
+      '--throttle-cooloff',
+      '60',
+      '--log-failures-per-login',
+      '100000',
+      '--log-failures-per-second',
+      '100000',
     ],
   });
   try {
     await d.waitForLog(/\(2 worker processes\)/);
     for (let i = 0; i < 40; i++) {
-      assert.equal(await sendRequest(d.socketPath, { login: u.name, password: `guess-${i}`, service: 'smtp', realm: '' }), 'NO Incorrect password');
+      assert.equal(
+        await sendRequest(d.socketPath, { login: u.name, password: `guess-${i}`, service: 'smtp', realm: '' }),
+        'NO Incorrect password',
+      );
     }
-    const lines = (): string[] => d.output().split('\n').filter((l) => l.includes(`"user":"${u.name}"`) && l.includes('auth failure'));
+    const lines = (): string[] =>
+      d
+        .output()
+        .split('\n')
+        .filter((l) => l.includes(`"user":"${u.name}"`) && l.includes('auth failure'));
     for (let i = 0; i < 100 && lines().length < 40; i++) await new Promise((r) => setTimeout(r, 50));
     const pids = new Set(lines().map((l) => (JSON.parse(l) as { pid: number }).pid));
     assert.equal(pids.size, 2, 'both workers answered some');

@@ -173,7 +173,9 @@ export class RedisStore implements ThrottleStore {
     // So a returning user known here needs no round trip at all: the hot
     // path of real traffic does not touch Redis.
     if (this.local.goodUntil(fp, now) !== undefined) return { knownGood: true, states: [] };
-    const reply = await this.shared.read((c) => c.script('saslauthdRead', [this.goodName(fp), ...keys.map((k) => this.name(k))], ['1']));
+    const reply = await this.shared.read((c) =>
+      c.script('saslauthdRead', [this.goodName(fp), ...keys.map((k) => this.name(k))], ['1']),
+    );
     if (!Array.isArray(reply)) return this.local.admission(fp, keys, now);
     if (num(reply[0]) === 1) {
       await this.local.addKnownGood(fp, now);
@@ -196,7 +198,9 @@ export class RedisStore implements ThrottleStore {
   }
 
   async load(keys: readonly string[], now: number): Promise<Array<Tracked | undefined>> {
-    const reply = await this.shared.read((c) => c.script('saslauthdRead', [this.goodName(0), ...keys.map((k) => this.name(k))], ['0']));
+    const reply = await this.shared.read((c) =>
+      c.script('saslauthdRead', [this.goodName(0), ...keys.map((k) => this.name(k))], ['0']),
+    );
     if (!Array.isArray(reply)) return this.local.load(keys, now);
     return this.adoptAll(keys, reply, 1, now);
   }
@@ -238,7 +242,8 @@ export class RedisStore implements ThrottleStore {
   async setCooloff(key: string, until: number, failures?: number): Promise<void> {
     await this.local.setCooloff(key, until, failures);
     this.shared.write({
-      send: (c) => c.script('saslauthdCooloff', [this.name(key)], [until, failures === undefined ? '' : failures, this.opts.windowMs]),
+      send: (c) =>
+        c.script('saslauthdCooloff', [this.name(key)], [until, failures === undefined ? '' : failures, this.opts.windowMs]),
     });
   }
 

@@ -416,7 +416,8 @@ export class MemoryStore implements ThrottleStore {
     for (let slot = 0; slot < k.capacity; slot++) {
       if (!k.occupied(slot) || !this.expired(slot, now)) continue;
       const name = k.names.get(slot);
-      if (name !== undefined && (k.failures[slot] ?? 0) > this.opts.penaltyAfter) gone.push({ key: name, state: this.view(slot) });
+      if (name !== undefined && (k.failures[slot] ?? 0) > this.opts.penaltyAfter)
+        gone.push({ key: name, state: this.view(slot) });
       k.free(slot);
     }
     this.good.expire(this.sec(now));

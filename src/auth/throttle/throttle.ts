@@ -118,7 +118,10 @@ export class Throttle {
 
   async sweep(): Promise<void> {
     for (const { key } of await this.store.sweep(this.now())) {
-      this.log.info({ throttle: 'leave', ...this.fields(key) }, `throttle: ${this.describe(key)} leaves its penalty: no attempt for ${this.secs(this.cfg.windowMs)}`);
+      this.log.info(
+        { throttle: 'leave', ...this.fields(key) },
+        `throttle: ${this.describe(key)} leaves its penalty: no attempt for ${this.secs(this.cfg.windowMs)}`,
+      );
     }
   }
 
@@ -152,7 +155,10 @@ export class Throttle {
         // Cooled off: one more wrong password starts the next cool-off.
         await this.store.setCooloff(key, 0, this.cfg.refuseAfter - 1);
         st = { ...st, cooloffUntil: 0, failures: this.cfg.refuseAfter - 1 };
-        this.log.info({ throttle: 'leave-cooloff', ...this.fields(key) }, `throttle: ${this.describe(key)} leaves its cool-off: attempts reach the mechanism again`);
+        this.log.info(
+          { throttle: 'leave-cooloff', ...this.fields(key) },
+          `throttle: ${this.describe(key)} leaves its cool-off: attempts reach the mechanism again`,
+        );
       }
       // Attempts still being checked only predict the delay: refusing on them
       // would turn concurrent logins of a busy account into refusals.
@@ -212,7 +218,10 @@ export class Throttle {
       cleared.forEach((key, i) => {
         const st = was[i];
         if (st !== undefined && (st.failures > this.cfg.freeFailures || st.cooloffUntil > now)) {
-          this.log.info({ throttle: 'leave', ...this.fields(key) }, `throttle: ${this.describe(key)} leaves its penalty: successful login`);
+          this.log.info(
+            { throttle: 'leave', ...this.fields(key) },
+            `throttle: ${this.describe(key)} leaves its penalty: successful login`,
+          );
         }
       });
       return 0;

@@ -180,7 +180,11 @@ class Builder {
       }
       const prev = this.set.get(key);
       if (prev !== undefined) {
-        this.warn(e.line, e.key, `also set on line ${prev.line}${prev.written !== e.key ? ` as ${prev.written}` : ''}; the last one wins, as in Cyrus`);
+        this.warn(
+          e.line,
+          e.key,
+          `also set on line ${prev.line}${prev.written !== e.key ? ` as ${prev.written}` : ''}; the last one wins, as in Cyrus`,
+        );
       }
       if (/\s$/.test(e.value)) {
         const kind = LDAP_KEYS[key]?.kind;
@@ -236,7 +240,11 @@ class Builder {
       );
       return b;
     }
-    this.warn(s.line, s.written, `'${shown(s.value)}' is not yes/no/true/false/on/off/1/0; read as ${b ? 'yes' : 'no'}, as Cyrus does`);
+    this.warn(
+      s.line,
+      s.written,
+      `'${shown(s.value)}' is not yes/no/true/false/on/off/1/0; read as ${b ? 'yes' : 'no'}, as Cyrus does`,
+    );
     return b;
   }
 
@@ -255,7 +263,8 @@ class Builder {
       this.warn(s.line, s.written, `${n} is below the minimum ${min}; using the default ${def}`);
       return def;
     }
-    if (m[0].length !== v.length) this.warn(s.line, s.written, `'${shown(s.value)}' has text after the number; read as ${n}, as Cyrus does`);
+    if (m[0].length !== v.length)
+      this.warn(s.line, s.written, `'${shown(s.value)}' has text after the number; read as ${n}, as Cyrus does`);
     return n;
   }
 
@@ -275,7 +284,11 @@ class Builder {
       );
       return fallback;
     }
-    this.warn(s.line, s.written, `'${shown(s.value)}' is not one of ${def.choices.join(', ')}; using the default ${fallback}, as Cyrus 2.1.28 does`);
+    this.warn(
+      s.line,
+      s.written,
+      `'${shown(s.value)}' is not one of ${def.choices.join(', ')}; using the default ${fallback}, as Cyrus 2.1.28 does`,
+    );
     return fallback;
   }
 
@@ -489,7 +502,10 @@ export function buildLdapConfig(file: string, entries: ConfEntry[], parseIssues:
 
   // Servers: a bad entry is skipped loudly; none left is fatal.
   const servers: LdapServer[] = [];
-  for (const uri of b.str('ldap_servers').split(/\s+/).filter((u) => u.length > 0)) {
+  for (const uri of b
+    .str('ldap_servers')
+    .split(/\s+/)
+    .filter((u) => u.length > 0)) {
     const s = parseServerUri(uri);
     const w = b.where('ldap_servers');
     if (typeof s === 'string') b.warn(w.line, w.key, `${s}; ignored`);
@@ -547,7 +563,11 @@ export function buildLdapConfig(file: string, entries: ConfEntry[], parseIssues:
       );
     } else if (filter.trimStart().startsWith('(') || !filter.includes('=')) {
       const w = b.where('ldap_filter');
-      b.warn(w.line, w.key, `with ldap_auth_method: fastbind this is the bind DN template (e.g. uid=%U,ou=people,dc=example,dc=org), but '${shown(filter)}' is not a DN`);
+      b.warn(
+        w.line,
+        w.key,
+        `with ldap_auth_method: fastbind this is the bind DN template (e.g. uid=%U,ou=people,dc=example,dc=org), but '${shown(filter)}' is not a DN`,
+      );
     }
   } else {
     checkFilter(b, 'ldap_filter');

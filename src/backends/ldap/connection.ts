@@ -113,7 +113,7 @@ export class LdapConnection {
     }) as typeof net.connect;
     // Used for ldaps:// and for the StartTLS upgrade; our options win over ldapts's.
     const createSecureConnection = ((...args: unknown[]) => {
-      const given = (typeof args[0] === 'object' && args[0] !== null ? args[0] : args[2] ?? {}) as tls.ConnectionOptions;
+      const given = (typeof args[0] === 'object' && args[0] !== null ? args[0] : (args[2] ?? {})) as tls.ConnectionOptions;
       // StartTLS wraps the socket already open; anything else is a new connection.
       if (given.socket === undefined) openOnce();
       const options: tls.ConnectionOptions =
@@ -122,7 +122,10 @@ export class LdapConnection {
           : { ...given, ...this.tlsOptions };
       return track(tls.connect(options), 'secureConnect');
     }) as typeof tls.connect;
-    const url = server.scheme === 'ldaps' ? `ldaps://${urlHost(server.host)}:${server.port}` : `ldap://${urlHost(server.host)}:${server.port || 389}`;
+    const url =
+      server.scheme === 'ldaps'
+        ? `ldaps://${urlHost(server.host)}:${server.port}`
+        : `ldap://${urlHost(server.host)}:${server.port || 389}`;
     this.client = new Client({
       url,
       timeout: opts.timeoutMs,

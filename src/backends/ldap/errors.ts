@@ -30,8 +30,18 @@ export class LdapConnectivityError extends Error {
   }
 }
 
-const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
-const CONNECT_CODE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOENT', 'EACCES', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
+const TLS_CODE =
+  /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|HOSTNAME_MISMATCH|ERR_OSSL_)/;
+const CONNECT_CODE = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOENT',
+  'EACCES',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EADDRNOTAVAIL',
+]);
 
 /**
  * Sort an error thrown by an ldapts call: a result code from the directory
@@ -79,7 +89,9 @@ export class SaslNameBindError extends Error {
   readonly code = 'LDAP_SASL_NAME';
 
   constructor(readonly dn: string) {
-    super(`the bind DN '${dn}' is a SASL mechanism name; refused before any bind, as the LDAP library would make a SASL bind of it`);
+    super(
+      `the bind DN '${dn}' is a SASL mechanism name; refused before any bind, as the LDAP library would make a SASL bind of it`,
+    );
     this.name = 'SaslNameBindError';
   }
 }

@@ -143,7 +143,8 @@ export async function findUser(s: LdapSession, conn: LdapConnection, attributes:
   } catch (err) {
     // A base made from tokens (ou=%d,...) that does not exist: no such user.
     if (err instanceof NoSuchObjectError) return { outcome: denied('NO', `User not found (search base ${base} does not exist)`) };
-    if (err instanceof ResultCodeError) return { outcome: unavailable('NO', `User not found (search failed: ${describeResult(err)})`) };
+    if (err instanceof ResultCodeError)
+      return { outcome: unavailable('NO', `User not found (search failed: ${describeResult(err)})`) };
     throw err;
   }
 
@@ -158,7 +159,10 @@ export async function findUser(s: LdapSession, conn: LdapConnection, attributes:
       if (typeof target === 'string') {
         // The directory's URI: it may carry a password of its own.
         const shown = maskCredentials(uri);
-        s.log.warn({ referral: shown, server: conn.server.uri }, `not following the referral ${shown} from ${conn.server.uri}: ${target}`);
+        s.log.warn(
+          { referral: shown, server: conn.server.uri },
+          `not following the referral ${shown} from ${conn.server.uri}: ${target}`,
+        );
         return { outcome: unavailable('NO', `User not found (referral ${shown} not followed: ${maskCredentials(target)})`) };
       }
       try {
@@ -172,7 +176,8 @@ export async function findUser(s: LdapSession, conn: LdapConnection, attributes:
   }
 
   if (found.length === 0) return { outcome: denied('NO', 'User not found') };
-  if (found.length > 1) return { outcome: denied('NO', `User not found (more than one entry matches ${filterText}; exactly one is required)`) };
+  if (found.length > 1)
+    return { outcome: denied('NO', `User not found (more than one entry matches ${filterText}; exactly one is required)`) };
   const only = found[0] as { entry: Entry; conn: LdapConnection };
   s.log.debug({ dn: only.entry.dn, server: only.conn.server.uri }, 'user entry found');
   return { found: { dn: only.entry.dn, entry: only.entry, conn: only.conn } };

@@ -98,7 +98,8 @@ async function authCustom(s: LdapSession, conn: LdapConnection): Promise<Outcome
   // Cyrus checks the last value it is given, not each of them.
   const stored = values[values.length - 1];
   if (stored === undefined) return denied('NO', `Invalid password (${dn} has no readable ${attr})`);
-  if (values.length > 1) s.log.debug({ dn, values: values.length }, `${attr} has several values; only the last is checked, as in Cyrus`);
+  if (values.length > 1)
+    s.log.debug({ dn, values: values.length }, `${attr} has several values; only the last is checked, as in Cyrus`);
   const verdict = await verifyStoredPassword(stored, s.password);
   if ('problem' in verdict) return denied('NO', `Invalid password (${verdict.problem})`);
   if (!verdict.match) return denied('NO', 'Invalid password');
@@ -159,7 +160,8 @@ export async function authenticateLdap(s: LdapSession): Promise<Outcome> {
   } catch (err) {
     const e = err instanceof SessionLost ? err.reason : err;
     if (e instanceof LdapConnectivityError) {
-      if (e.code === 'LDAP_ABORTED') return unavailable('NO', 'ldap request abandoned: the deadline passed or the daemon is stopping');
+      if (e.code === 'LDAP_ABORTED')
+        return unavailable('NO', 'ldap request abandoned: the deadline passed or the daemon is stopping');
       return unavailable('NO', `Cannot connect to ldap server (${e.message})`);
     }
     return unavailable('NO', `internal error in the ldap mechanism: ${(e as Error).message}`);

@@ -45,7 +45,11 @@ function checkDigest(def: DigestScheme, scheme: string, encoded: string, passwor
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) return { match: false, scheme, problem: `{${scheme}} value is not base64` };
   const raw = Buffer.from(text, 'base64');
   if (def.salted ? raw.length <= def.length : raw.length !== def.length) {
-    return { match: false, scheme, problem: `{${scheme}} value has ${raw.length} bytes, not a ${def.algorithm} digest${def.salted ? ' plus salt' : ''}` };
+    return {
+      match: false,
+      scheme,
+      problem: `{${scheme}} value has ${raw.length} bytes, not a ${def.algorithm} digest${def.salted ? ' plus salt' : ''}`,
+    };
   }
   const digest = raw.subarray(0, def.length);
   const salt = raw.subarray(def.length);

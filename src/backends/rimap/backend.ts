@@ -229,7 +229,8 @@ export class RimapBackend implements Backend {
       }
       const gate = await this.gate.enter(signal, { high: req.queue?.high, shedAfterMs: req.queue?.shedAfterMs });
       if (gate === 'shed') return shed(REPLY.rejected);
-      if (gate === 'aborted') return unavailable(REPLY.unavailable, 'rimap request abandoned while waiting for a free connection');
+      if (gate === 'aborted')
+        return unavailable(REPLY.unavailable, 'rimap request abandoned while waiting for a free connection');
       entered = true;
       return await this.tryServers(login, secret, signal);
     } catch (err) {
@@ -286,7 +287,8 @@ export class RimapBackend implements Backend {
       } catch (err) {
         error = toRimapError(err);
         if (error.code === 'RIMAP_ABORTED') break;
-        if (addresses.length > 1) this.log.debug({ server: server.label, address: a.address, code: error.code }, `rimap: ${error.message}`);
+        if (addresses.length > 1)
+          this.log.debug({ server: server.label, address: a.address, code: error.code }, `rimap: ${error.message}`);
       }
     }
     if (session === undefined) return { kind: 'failed', error: error ?? new RimapError('RIMAP_CONNECT', 'no address') };
@@ -425,7 +427,11 @@ export class RimapBackend implements Backend {
 
   private loginOutcome(server: Server, r: ImapResponse, secret: Buffer): Outcome {
     const line = sanitizeLine(r.raw, [secret]);
-    const fields = { server: server.label, status: r.status, ...(r.code !== undefined ? { responseCode: r.code.split(' ')[0] } : {}) };
+    const fields = {
+      server: server.label,
+      status: r.status,
+      ...(r.code !== undefined ? { responseCode: r.code.split(' ')[0] } : {}),
+    };
     if (r.status === 'OK') {
       this.log.debug(fields, `rimap: ${server.label}: LOGIN accepted`);
       return ok(REPLY.ok);

@@ -199,13 +199,13 @@ function parseUrl(spec: string, scheme: 'imap' | 'imaps', rest: string): RimapTa
   let bracketed = false;
   if (authority.startsWith('[')) {
     const m = /^\[([^\]]*)\](?::(.*))?$/s.exec(authority);
-    if (m === null) throw bad(spec, "an IPv6 address must be written in brackets: imaps://[::1]:993");
+    if (m === null) throw bad(spec, 'an IPv6 address must be written in brackets: imaps://[::1]:993');
     host = m[1]!;
     portText = m[2];
     bracketed = true;
   } else {
     const parts = authority.split(':');
-    if (parts.length > 2) throw bad(spec, "an IPv6 address must be written in brackets: imaps://[::1]:993");
+    if (parts.length > 2) throw bad(spec, 'an IPv6 address must be written in brackets: imaps://[::1]:993');
     host = parts[0]!;
     portText = parts[1];
   }
@@ -238,7 +238,8 @@ function parseUrl(spec: string, scheme: 'imap' | 'imaps', rest: string): RimapTa
 
   let tls: TlsMode;
   if (scheme === 'imaps') {
-    if (params.has('starttls')) throw bad(spec, 'starttls does not apply to imaps:// (TLS from the start); use imap://host?starttls');
+    if (params.has('starttls'))
+      throw bad(spec, 'starttls does not apply to imaps:// (TLS from the start); use imap://host?starttls');
     if (params.has('plain')) throw bad(spec, 'plain contradicts imaps://; use imap://host?plain');
     tls = 'implicit';
   } else if (params.has('plain')) {
@@ -306,7 +307,9 @@ export function targetWarnings(t: RimapTarget): string[] {
     );
   }
   if (t.tls === 'none' && t.port === PORT_IMAPS) {
-    out.push(`-O '${t.spec}': port 993 is normally IMAPS (TLS from the start), but plain IMAP will be spoken; did you mean imaps://…?`);
+    out.push(
+      `-O '${t.spec}': port 993 is normally IMAPS (TLS from the start), but plain IMAP will be spoken; did you mean imaps://…?`,
+    );
   }
   return out;
 }

@@ -83,7 +83,8 @@ export class ImapSession {
         resolve(new ImapSession(sock, signal));
       };
       const timer = setTimeout(
-        () => fail(new RimapError('RIMAP_CONNECT_TIMEOUT', `connect to ${address} port ${port}: no answer within ${timeoutMs} ms`)),
+        () =>
+          fail(new RimapError('RIMAP_CONNECT_TIMEOUT', `connect to ${address} port ${port}: no answer within ${timeoutMs} ms`)),
         timeoutMs,
       );
       signal.addEventListener('abort', onAbort, { once: true });

@@ -35,7 +35,10 @@ function ask(a: Authenticator, r: FakeRequest): Promise<string> {
 }
 
 const req = (login: string, password: string, service = 'smtp', realm = ''): FakeRequest => ({ login, password, service, realm });
-const byPassword = (right: string) => (r: AuthRequest): Outcome => (r.password.toString() === right ? ok() : denied('NO Incorrect password'));
+const byPassword =
+  (right: string) =>
+  (r: AuthRequest): Outcome =>
+    r.password.toString() === right ? ok() : denied('NO Incorrect password');
 
 test('-r joins login and realm only when the realm is non-empty, and still passes the realm', async () => {
   const b = scripted(() => ok());
@@ -154,7 +157,9 @@ test('normal cache: the backend’s own OK text is passed through the first time
 
 test('outage cache: always asks the backend, and answers from the cache only when it is unavailable', async () => {
   let up = true;
-  const { a, b } = withCache('outage', (r) => (!up ? unavailable('NO', 'ldap down') : r.password.toString() === 'right' ? ok() : denied('NO')));
+  const { a, b } = withCache('outage', (r) =>
+    !up ? unavailable('NO', 'ldap down') : r.password.toString() === 'right' ? ok() : denied('NO'),
+  );
   assert.equal(await ask(a, req('bob', 'right')), 'OK');
   assert.equal(await ask(a, req('bob', 'right')), 'OK');
   assert.equal(b.calls.length, 2);
@@ -167,7 +172,9 @@ test('outage cache: always asks the backend, and answers from the cache only whe
 test('outage cache: a password the backend now refuses is forgotten', async () => {
   let current = 'old';
   let up = true;
-  const { a, cache } = withCache('outage', (r) => (!up ? unavailable('NO', 'down') : r.password.toString() === current ? ok() : denied('NO')));
+  const { a, cache } = withCache('outage', (r) =>
+    !up ? unavailable('NO', 'down') : r.password.toString() === current ? ok() : denied('NO'),
+  );
   assert.equal(await ask(a, req('bob', 'old')), 'OK');
   current = 'new';
   assert.equal(await ask(a, req('bob', 'old')), 'NO');
@@ -204,7 +211,13 @@ test('with the cache on, identical credentials in flight share one backend check
 function throttled(answer: (req: AuthRequest) => Outcome, cfg: Partial<ThrottleConfig> = {}) {
   const b = scripted(answer);
   const full: ThrottleConfig = { ...DEFAULT_THROTTLE, freeFailures: 3, refuseAfter: 6, delayMs: 40, maxDelayMs: 80, ...cfg };
-  const store = new MemoryStore({ windowMs: full.windowMs, knownGoodTtlMs: 86_400_000, knownGoodMax: 1000, trackedMax: 1000, penaltyAfter: full.freeFailures });
+  const store = new MemoryStore({
+    windowMs: full.windowMs,
+    knownGoodTtlMs: 86_400_000,
+    knownGoodMax: 1000,
+    trackedMax: 1000,
+    penaltyAfter: full.freeFailures,
+  });
   const throttle = new Throttle(full, store, silent);
   const a = new Authenticator({ backend: b, concatRealm: false, timeoutMs: 1000, log: silent, throttle });
   return { a, b, throttle, store };
@@ -220,9 +233,15 @@ test('throttle: the first failures are untouched, later ones held back, then ref
   const { a, b } = throttled(byPassword('right'));
   const answers: Array<[string, number]> = [];
   for (let i = 0; i < 9; i++) answers.push(await timed(ask(a, req('bob', `guess-${i}`))));
-  assert.ok(answers.every(([text]) => text === 'NO Incorrect password'), 'every answer carries the mechanism’s own text');
+  assert.ok(
+    answers.every(([text]) => text === 'NO Incorrect password'),
+    'every answer carries the mechanism’s own text',
+  );
   assert.equal(b.calls.length, 6, 'past 6 failures the backend is not asked');
-  assert.ok(answers.slice(3).every(([, ms]) => ms >= 35), `the 4th failure on waits its delay: ${answers.map(([, ms]) => Math.round(ms)).join(' ')}`);
+  assert.ok(
+    answers.slice(3).every(([, ms]) => ms >= 35),
+    `the 4th failure on waits its delay: ${answers.map(([, ms]) => Math.round(ms)).join(' ')}`,
+  );
 });
 
 test('throttle: repeating the same wrong password does not escalate', async () => {
@@ -266,7 +285,11 @@ test('throttle: with a client address, a user gets in from a clean address while
   const before = b.calls.length;
   assert.equal(await ask(a, { ...req('bob', 'right'), clientAddr: '203.0.113.9;5678' }), 'OK');
   assert.equal(b.calls.length, before + 1);
-  assert.equal(await ask(a, { ...req('bob', 'right'), clientAddr: '198.51.100.7;1234' }), 'OK', 'known-good by now, from anywhere');
+  assert.equal(
+    await ask(a, { ...req('bob', 'right'), clientAddr: '198.51.100.7;1234' }),
+    'OK',
+    'known-good by now, from anywhere',
+  );
 });
 
 test('throttle: the attacking address is refused for other logins too', async () => {

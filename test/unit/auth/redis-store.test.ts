@@ -30,7 +30,13 @@ function host(redis: RedisServer, prefix: string, backlogMax = 100): Host {
       cb();
     },
   });
-  const memory = new MemoryStore({ windowMs: WINDOW, knownGoodTtlMs: 3_600_000, knownGoodMax: 1000, trackedMax: 1000, penaltyAfter: 5 });
+  const memory = new MemoryStore({
+    windowMs: WINDOW,
+    knownGoodTtlMs: 3_600_000,
+    knownGoodMax: 1000,
+    trackedMax: 1000,
+    penaltyAfter: 5,
+  });
   const shared = new SharedState({
     target: parseStateUri(redis.url()),
     timeoutMs: 50,
@@ -40,7 +46,12 @@ function host(redis: RedisServer, prefix: string, backlogMax = 100): Host {
     retryMinMs: 20,
     retryMaxMs: 200,
   });
-  const store = new RedisStore(memory, shared, { prefix, namesKey: Buffer.alloc(32, 9), windowMs: WINDOW, knownGoodTtlMs: 3_600_000 });
+  const store = new RedisStore(memory, shared, {
+    prefix,
+    namesKey: Buffer.alloc(32, 9),
+    windowMs: WINDOW,
+    knownGoodTtlMs: 3_600_000,
+  });
   shared.start();
   return { store, shared, memory, log };
 }
@@ -182,7 +193,10 @@ describe('RedisStore with a real Redis', () => {
       assert.equal(after.replayed, 3);
       assert.equal(after.backlog, 0);
       assert.equal((await b.store.load(['u:erin\0'], now))[0]?.failures, 3, 'the replayed failures reached the fleet');
-      assert.ok(small.log.some((l) => /available again after .* 3 writes replayed, 2 dropped/.test(l)), small.log.join(''));
+      assert.ok(
+        small.log.some((l) => /available again after .* 3 writes replayed, 2 dropped/.test(l)),
+        small.log.join(''),
+      );
     } finally {
       small.shared.close();
       if (!redis.running()) await redis.restart();

@@ -6,7 +6,13 @@ import pino from 'pino';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { MemoryStore } from '../../../src/auth/throttle/store';
-import { DEFAULT_THROTTLE, Throttle, type Admission, type Attempt, type ThrottleConfig } from '../../../src/auth/throttle/throttle';
+import {
+  DEFAULT_THROTTLE,
+  Throttle,
+  type Admission,
+  type Attempt,
+  type ThrottleConfig,
+} from '../../../src/auth/throttle/throttle';
 
 const silent = pino({ level: 'silent' });
 
@@ -14,9 +20,22 @@ function setup(cfg: Partial<ThrottleConfig> = {}, store: Partial<ConstructorPara
   let now = 1_000_000;
   const full = { ...DEFAULT_THROTTLE, ...cfg };
   // The daemon's default bounds (--known-good-max, --throttle-tracked).
-  const s = new MemoryStore({ windowMs: full.windowMs, knownGoodTtlMs: 86_400_000, knownGoodMax: 100_000, trackedMax: 100_000, penaltyAfter: full.freeFailures, ...store });
+  const s = new MemoryStore({
+    windowMs: full.windowMs,
+    knownGoodTtlMs: 86_400_000,
+    knownGoodMax: 100_000,
+    trackedMax: 100_000,
+    penaltyAfter: full.freeFailures,
+    ...store,
+  });
   const promoted: number[] = [];
-  const t = new Throttle(full, s, silent, (fp) => promoted.push(fp), () => now);
+  const t = new Throttle(
+    full,
+    s,
+    silent,
+    (fp) => promoted.push(fp),
+    () => now,
+  );
   clocks.set(t, () => now);
   return { t, s, promoted, advance: (ms: number) => (now += ms), now: () => now };
 }
@@ -40,7 +59,10 @@ test('the defaults leave a mistyping human alone: 5 free failures in 10 minutes,
 
 test('delays double from the first failure past the free ones, up to the cap', () => {
   const { t } = setup({ delayMs: 2000, maxDelayMs: 15_000, freeFailures: 5 });
-  assert.deepEqual([5, 6, 7, 8, 9, 10, 50].map((n) => t.delayFor(n)), [0, 2000, 4000, 8000, 15_000, 15_000, 15_000]);
+  assert.deepEqual(
+    [5, 6, 7, 8, 9, 10, 50].map((n) => t.delayFor(n)),
+    [0, 2000, 4000, 8000, 15_000, 15_000, 15_000],
+  );
 });
 
 test('distinct wrong passwords: free, then held back, then refused without the mechanism', async () => {
@@ -50,7 +72,11 @@ test('distinct wrong passwords: free, then held back, then refused without the m
     const r = await attempt(t, bob(i), 'denied');
     kinds.push(r.adm.kind === 'refuse' ? 'refuse' : r.holdMs > 0 ? 'held' : 'free');
   }
-  assert.deepEqual(kinds, [...Array<string>(5).fill('free'), ...Array<string>(15).fill('held'), ...Array<string>(5).fill('refuse')]);
+  assert.deepEqual(kinds, [
+    ...Array<string>(5).fill('free'),
+    ...Array<string>(15).fill('held'),
+    ...Array<string>(5).fill('refuse'),
+  ]);
 });
 
 test('a held attempt tells the mechanism not to answer a refusal itself', async () => {
@@ -149,7 +175,8 @@ test('a flood of a million distinct logins grows memory by less than 64 MB', asy
     return process.memoryUsage().rss;
   };
   const before = rss();
-  for (let i = 0; i < 1_000_000; i++) await attempt(t, { login: `spray-${i}-user@example.org`, realm: 'example.org', fp: i }, 'denied');
+  for (let i = 0; i < 1_000_000; i++)
+    await attempt(t, { login: `spray-${i}-user@example.org`, realm: 'example.org', fp: i }, 'denied');
   const grown = (rss() - before) / 1024 / 1024;
   assert.ok(s.size.tracked <= 131_072, `${s.size.tracked} tracked`);
   assert.ok(grown < 64, `RSS grew by ${grown.toFixed(1)} MB`);

@@ -114,14 +114,20 @@ describe('--check', () => {
     const p = file('ldap-typo.conf', 'ldap_servers: ldap://127.0.0.1/\nldap_goup_dn: cn=mail,dc=x\n');
     const r = check(['-a', 'ldap', '-O', p]);
     assert.equal(r.code, 1);
-    assert.match(r.err, new RegExp(`^saslauthd-ts: error: ${p}:2: ldap_goup_dn: unknown key \\(did you mean ldap_group_dn\\?\\)`, 'm'));
+    assert.match(
+      r.err,
+      new RegExp(`^saslauthd-ts: error: ${p}:2: ldap_goup_dn: unknown key \\(did you mean ldap_group_dn\\?\\)`, 'm'),
+    );
   });
 
   test('ldap_tls_check_peer: no passes the check but is shown, as a warning and in the settings', () => {
     const p = file('ldap-nocheck.conf', 'ldap_servers: ldaps://127.0.0.1/\nldap_tls_check_peer: no\n');
     const r = check(['-a', 'ldap', '-O', p]);
     assert.equal(r.code, 0, r.err);
-    assert.match(r.err, new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_tls_check_peer: no: the directory's TLS certificate is not verified`, 'm'));
+    assert.match(
+      r.err,
+      new RegExp(`^saslauthd-ts: warning: ${p}:2: ldap_tls_check_peer: no: the directory's TLS certificate is not verified`, 'm'),
+    );
     assert.match(r.out, /^ {2}ldap_tls_check_peer +no$/m);
   });
 
@@ -141,14 +147,17 @@ describe('--check', () => {
     assert.ok(!`${r.out}${r.err}`.includes('Zq-secret'));
   });
 
-  test('pam: warns when --auth-timeout is below the longest pam_faildelay delay, times libpam\'s 1.5, naming file and line', () => {
+  test("pam: warns when --auth-timeout is below the longest pam_faildelay delay, times libpam's 1.5, naming file and line", () => {
     const pamDir = path.join(dir, 'pam.d');
     fs.mkdirSync(pamDir);
     fs.writeFileSync(path.join(pamDir, 'other'), '@include common-auth\n');
     fs.writeFileSync(path.join(pamDir, 'login'), '# delay=99000000 in a comment\nauth optional pam_faildelay.so delay=3000000\n');
     fs.writeFileSync(path.join(pamDir, 'imap'), 'auth  [default=die]  pam_faildelay.so   delay=8000000\n@include common-auth\n');
     const warnings = (argv: string[]): string[] =>
-      checkConfiguration(['-a', 'pam', '-m', '/var/spool/postfix/var/run/saslauthd', ...argv], { pamDir, postfixBinary: '/nonexistent' })
+      checkConfiguration(['-a', 'pam', '-m', '/var/spool/postfix/var/run/saslauthd', ...argv], {
+        pamDir,
+        postfixBinary: '/nonexistent',
+      })
         .issues.filter((i) => i.severity === 'warning')
         .map((i) => `${i.file}:${i.line}: ${i.message}`);
     const expected =
@@ -157,7 +166,10 @@ describe('--check', () => {
     assert.deepEqual(warnings(['--auth-timeout', '11']), [expected]);
     assert.deepEqual(warnings(['--auth-timeout', '12']), []);
     fs.rmSync(path.join(pamDir, 'imap'));
-    assert.match(warnings(['--auth-timeout', '4'])[0] ?? '', /login:2: pam_faildelay delay=3000000 holds a wrong password's answer up to 4\.5 s .*set --auth-timeout 5 or more$/);
+    assert.match(
+      warnings(['--auth-timeout', '4'])[0] ?? '',
+      /login:2: pam_faildelay delay=3000000 holds a wrong password's answer up to 4\.5 s .*set --auth-timeout 5 or more$/,
+    );
   });
 
   test('the shipped /etc/default/saslauthd-ts passes without a single warning', () => {

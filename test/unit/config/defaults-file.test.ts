@@ -87,10 +87,7 @@ describe('defaults file', () => {
   });
 
   test('-a in OPTIONS is refused: MECHANISMS says which mechanism', () => {
-    assert.match(
-      errors('MECHANISMS=pam\nOPTIONS="-a shadow"\n')[0] ?? '',
-      /:2: OPTIONS: -a: set the mechanism with MECHANISMS/,
-    );
+    assert.match(errors('MECHANISMS=pam\nOPTIONS="-a shadow"\n')[0] ?? '', /:2: OPTIONS: -a: set the mechanism with MECHANISMS/);
   });
 
   test('more than one mechanism is an error', () => {

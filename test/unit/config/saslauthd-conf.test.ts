@@ -48,7 +48,10 @@ describe('saslauthd.conf parser', () => {
     assert.equal(r.entries.length, 1);
     assert.equal(r.issues.length, 1);
     assert.equal(r.issues[0]?.severity, 'error');
-    assert.match(formatIssue(r.issues[0]), /^\/etc\/saslauthd\.conf:2: ldap_servers: syntax error: the colon must follow the key/);
+    assert.match(
+      formatIssue(r.issues[0]),
+      /^\/etc\/saslauthd\.conf:2: ldap_servers: syntax error: the colon must follow the key/,
+    );
   });
 
   test('rejects an empty value', () => {
@@ -86,12 +89,15 @@ describe('saslauthd.conf parser', () => {
 
   test('an unreadable file throws ConfReadError naming the file', () => {
     const missing = path.join(os.tmpdir(), `no-such-saslauthd-${process.pid}.conf`);
-    assert.throws(() => readConfFile(missing), (err: unknown) => {
-      assert.ok(err instanceof ConfReadError);
-      assert.equal(err.code, 'SASLAUTHD_CONF_UNREADABLE');
-      assert.equal(err.message, `${missing}: cannot read the configuration file: no such file or directory (ENOENT)`);
-      return true;
-    });
+    assert.throws(
+      () => readConfFile(missing),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfReadError);
+        assert.equal(err.code, 'SASLAUTHD_CONF_UNREADABLE');
+        assert.equal(err.message, `${missing}: cannot read the configuration file: no such file or directory (ENOENT)`);
+        return true;
+      },
+    );
   });
 
   test('reads a file from disk', () => {

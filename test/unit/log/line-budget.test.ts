@@ -13,8 +13,15 @@ function capture(): { log: pino.Logger; lines: () => Array<{ msg: string; level:
 test('each kind gets its lines an interval; the rest are counted and summarised at its level', () => {
   const c = capture();
   const b = new LineBudget(c.log, 3, 60_000);
-  for (let i = 0; i < 1000; i++) b.line('warn', 'request not received within the read timeout', { i }, 'request not received within the read timeout; closing connection');
-  for (let i = 0; i < 2; i++) b.line('info', 'client closed before the request was complete', {}, 'client closed before the request was complete');
+  for (let i = 0; i < 1000; i++)
+    b.line(
+      'warn',
+      'request not received within the read timeout',
+      { i },
+      'request not received within the read timeout; closing connection',
+    );
+  for (let i = 0; i < 2; i++)
+    b.line('info', 'client closed before the request was complete', {}, 'client closed before the request was complete');
   assert.equal(c.lines().length, 5);
   b.flush();
   const summary = c.lines().at(-1)!;

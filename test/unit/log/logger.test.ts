@@ -27,7 +27,15 @@ function receiver(socket: string, stalled: boolean): Promise<{ proc: ChildProces
   return new Promise((resolve) => {
     proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
-      if (out.startsWith('ready\n')) resolve({ proc, lines: () => out.split('\n').slice(1).filter((l) => l !== '') });
+      if (out.startsWith('ready\n'))
+        resolve({
+          proc,
+          lines: () =>
+            out
+              .split('\n')
+              .slice(1)
+              .filter((l) => l !== ''),
+        });
     });
   });
 }
@@ -37,11 +45,17 @@ test('text lines to syslog carry the auth facility and the line’s severity', a
   const r = await receiver(socket, false);
   try {
     const logger = createLogger({ level: 'info', destination: 'syslog', format: 'text', syslogPath: socket });
-    logger.resultLog.info({ user: 'bob' }, 'auth failure: [user=bob] [service=smtp] [realm=] [mech=shadow] [reason=Incorrect password]');
+    logger.resultLog.info(
+      { user: 'bob' },
+      'auth failure: [user=bob] [service=smtp] [realm=] [mech=shadow] [reason=Incorrect password]',
+    );
     logger.log.warn('ldap server ldap://x/ failed');
     for (let i = 0; i < 50 && r.lines().length < 2; i++) await new Promise((res) => setTimeout(res, 20));
     const [a, b] = r.lines();
-    assert.match(a ?? '', /^<38>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d saslauthd-ts\[\d+\]: auth failure: \[user=bob\] \[service=smtp\] \[realm=\] \[mech=shadow\] \[reason=Incorrect password\]$/);
+    assert.match(
+      a ?? '',
+      /^<38>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d saslauthd-ts\[\d+\]: auth failure: \[user=bob\] \[service=smtp\] \[realm=\] \[mech=shadow\] \[reason=Incorrect password\]$/,
+    );
     assert.match(b ?? '', /^<36>.* saslauthd-ts\[\d+\]: ldap server ldap:\/\/x\/ failed$/);
   } finally {
     r.proc.kill();
@@ -82,6 +96,9 @@ test('pino levels map to syslog severities', () => {
 });
 
 test('the text of a line is its message on one line, with an error’s message when it lacks it', () => {
-  assert.deepEqual(textOf('{"level":50,"err":{"message":"EACCES"},"msg":"cannot open"}'), { severity: 3, text: 'cannot open: EACCES' });
+  assert.deepEqual(textOf('{"level":50,"err":{"message":"EACCES"},"msg":"cannot open"}'), {
+    severity: 3,
+    text: 'cannot open: EACCES',
+  });
   assert.deepEqual(textOf('{"level":30,"msg":"a\\nb"}'), { severity: 6, text: 'a b' });
 });

@@ -8,8 +8,7 @@ import { native } from '../../../src/native/binding';
 
 // Test vectors made with `mkpasswd -m yescrypt|sha512crypt pool-pw`.
 const YESCRYPT = '$y$j9T$T9mVsPFATXuOORImKzL3v0$wFhUrti1bBtGhZMU6KCVzgcGJ71pVJoYtRB0ac8aK24';
-const SHA512 =
-  '$6$wUgg7p4Os2l7sEwI$G.aCD7uBvFujqZPI0370vrRSalT6GdB3WbJg2Y9vUxWMuzhbG9Ah8QDqqxOkizRVHJxN/DdE9Gkum9hfdMO7k/';
+const SHA512 = '$6$wUgg7p4Os2l7sEwI$G.aCD7uBvFujqZPI0370vrRSalT6GdB3WbJg2Y9vUxWMuzhbG9Ah8QDqqxOkizRVHJxN/DdE9Gkum9hfdMO7k/';
 const pw = (s: string): Buffer => Buffer.from(s);
 
 test('one hashing thread per usable CPU', () => {
@@ -63,7 +62,9 @@ test('queued ordinary work for credentials that turn known-good is promoted', as
 });
 
 test('ordinary work queued past its shedding bound is never run, and says so; known-good work is never shed', async () => {
-  const busy = Array.from({ length: native.hashThreads * 3 }, () => native.cryptVerify(pw('pool-pw'), YESCRYPT, 60_000, true, 3, 0));
+  const busy = Array.from({ length: native.hashThreads * 3 }, () =>
+    native.cryptVerify(pw('pool-pw'), YESCRYPT, 60_000, true, 3, 0),
+  );
   const shed = native.cryptVerify(pw('pool-pw'), SHA512, 60_000, false, 4, 1);
   const kept = native.cryptVerify(pw('pool-pw'), SHA512, 60_000, true, 5, 1);
   await assert.rejects(shed, (err: NodeJS.ErrnoException) => err.code === 'ESHED');

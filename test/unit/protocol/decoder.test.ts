@@ -159,10 +159,14 @@ test('wipe() zeroes every chunk fed and every buffer assembled, and leaves the p
   let r: DecodeResult = { kind: 'incomplete' };
   for (const c of chunks) r = d.push(c);
   assert.equal(r.kind, 'request');
-  const req = (r).request;
+  const req = r.request;
   const held = [...chunks, req.login, req.service, req.realm];
   d.wipe();
-  for (const b of held) assert.ok(b.every((x) => x === 0), `not wiped: ${b.toString('hex')}`);
+  for (const b of held)
+    assert.ok(
+      b.every((x) => x === 0),
+      `not wiped: ${b.toString('hex')}`,
+    );
   assert.equal(req.password.toString(), 'hunter2-secret');
 });
 

@@ -25,13 +25,19 @@ describe('--state-key files', () => {
   test('refuses a file group or others can read, naming the file and the chmod', () => {
     for (const mode of [0o640, 0o604, 0o660, 0o610]) {
       const p = file(`mode${mode.toString(8)}`, 32, mode);
-      assert.throws(() => readKeyFile(p), (err: Error) => err instanceof KeyFileError && err.message.includes(`chmod 0600 ${p}`));
+      assert.throws(
+        () => readKeyFile(p),
+        (err: Error) => err instanceof KeyFileError && err.message.includes(`chmod 0600 ${p}`),
+      );
     }
   });
 
   test('refuses a short file, a missing one, a directory and a symbolic link, saying how to make one', () => {
     const short = file('short', 31, 0o600);
-    assert.throws(() => readKeyFile(short), /31 bytes; at least 32 are needed; create one with: \(umask 077; head -c 32 \/dev\/urandom/);
+    assert.throws(
+      () => readKeyFile(short),
+      /31 bytes; at least 32 are needed; create one with: \(umask 077; head -c 32 \/dev\/urandom/,
+    );
     assert.throws(() => readKeyFile(path.join(dir, 'missing')), /no such file; create one with/);
     assert.throws(() => readKeyFile(dir), /not a regular file/);
     const link = path.join(dir, 'link');

@@ -43,12 +43,22 @@ describe('--state URIs', () => {
   });
 
   test('errors name the URI with its password masked, and the fix', () => {
-    for (const bad of ['http://:pw@h/0', 'redis://:pw@h:99999/0', 'redis://:pw@h/x', 'redis://:pw@h/0?tls=1', 'unix://:pw@relative.sock', 'h:6379']) {
-      assert.throws(() => parseStateUri(bad), (err: Error) => {
-        assert.ok(err instanceof StateUriError, bad);
-        assert.ok(!err.message.includes(':pw@'), `${bad}: ${err.message}`);
-        return true;
-      });
+    for (const bad of [
+      'http://:pw@h/0',
+      'redis://:pw@h:99999/0',
+      'redis://:pw@h/x',
+      'redis://:pw@h/0?tls=1',
+      'unix://:pw@relative.sock',
+      'h:6379',
+    ]) {
+      assert.throws(
+        () => parseStateUri(bad),
+        (err: Error) => {
+          assert.ok(err instanceof StateUriError, bad);
+          assert.ok(!err.message.includes(':pw@'), `${bad}: ${err.message}`);
+          return true;
+        },
+      );
     }
   });
 
@@ -72,7 +82,10 @@ describe('--state flags', () => {
   });
 
   test('TLS files only with rediss://, a client certificate only with its key', () => {
-    assert.match(err(['--state', 'redis://:pw@h/0', '--state-key', '/k', '--state-tls-ca', '/ca']), /--state-tls-ca: only for a rediss:\/\/ .*redis:\/\/:\*\*\*@h\/0/);
+    assert.match(
+      err(['--state', 'redis://:pw@h/0', '--state-key', '/k', '--state-tls-ca', '/ca']),
+      /--state-tls-ca: only for a rediss:\/\/ .*redis:\/\/:\*\*\*@h\/0/,
+    );
     assert.match(err(['--state', 'rediss://h/0', '--state-key', '/k', '--state-tls-cert', '/c']), /go together/);
     assert.match(err(['--state-tls-ca', '/ca']), /only with --state/);
   });

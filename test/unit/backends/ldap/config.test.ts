@@ -23,7 +23,10 @@ describe('ldap config', () => {
     const { config, issues } = build('');
     assert.deepEqual(issues, []);
     assert.ok(config);
-    assert.deepEqual(config.servers.map((s) => s.uri), ['ldap://localhost/']);
+    assert.deepEqual(
+      config.servers.map((s) => s.uri),
+      ['ldap://localhost/'],
+    );
     assert.equal(config.bindDn, '');
     assert.equal(config.bindPassword, '');
     assert.equal(config.filter, '(uid=%u)');
@@ -72,7 +75,10 @@ describe('ldap config', () => {
         'ldap_debug: 0',
       ].join('\n'),
     );
-    assert.deepEqual(issues.filter((i) => i.severity === 'error'), []);
+    assert.deepEqual(
+      issues.filter((i) => i.severity === 'error'),
+      [],
+    );
     assert.ok(config);
     assert.deepEqual(
       config.servers.map((s) => [s.scheme, s.host, s.port, s.socketPath]),
@@ -125,12 +131,15 @@ describe('ldap config', () => {
   test('a key set twice warns and the last one wins', () => {
     const r = build('ldap_password: a\nldap_bind_pw: b\n');
     assert.equal(r.config?.bindPassword, 'b');
-    assert.deepEqual(r.issues.map(formatIssue), ['/etc/saslauthd.conf:2: ldap_bind_pw: also set on line 1 as ldap_password; the last one wins, as in Cyrus']);
+    assert.deepEqual(r.issues.map(formatIssue), [
+      '/etc/saslauthd.conf:2: ldap_bind_pw: also set on line 1 as ldap_password; the last one wins, as in Cyrus',
+    ]);
   });
 
   test('booleans take yes/no/true/false/on/off/1/0 in any case', () => {
     for (const v of ['yes', 'Y', 'true', 'On', '1', 't']) assert.equal(build(`ldap_referrals: ${v}`).config?.referrals, true, v);
-    for (const v of ['no', 'N', 'false', 'OFF', '0', 'f']) assert.equal(build(`ldap_referrals: ${v}`).config?.referrals, false, v);
+    for (const v of ['no', 'N', 'false', 'OFF', '0', 'f'])
+      assert.equal(build(`ldap_referrals: ${v}`).config?.referrals, false, v);
     assert.deepEqual(messages('ldap_referrals: yes\n'), []);
   });
 
@@ -174,20 +183,29 @@ describe('ldap config', () => {
   test('an unreadable ldap_start_tls value is an error, not a silent "no"', () => {
     const r = build('ldap_start_tls: required\n');
     assert.equal(r.config, undefined);
-    assert.match(formatIssue(r.issues[0]!), /^\/etc\/saslauthd\.conf:1: ldap_start_tls: 'required' is not a yes\/no value \(accepted: yes, true, on, 1, y, t, no, false, off, 0, n, f\)/);
+    assert.match(
+      formatIssue(r.issues[0]!),
+      /^\/etc\/saslauthd\.conf:1: ldap_start_tls: 'required' is not a yes\/no value \(accepted: yes, true, on, 1, y, t, no, false, off, 0, n, f\)/,
+    );
   });
 
   test('an unknown ldap_group_match_method is an error naming the accepted values', () => {
     const r = build('ldap_group_match_method: filters\nldap_group_filter: (member=%D)\n');
     assert.equal(r.config, undefined);
     assert.equal(r.issues[0]?.severity, 'error');
-    assert.match(formatIssue(r.issues[0]), /^\/etc\/saslauthd\.conf:1: ldap_group_match_method: 'filters' is not one of attr, filter; Cyrus 2\.1\.28 would silently use the default attr/);
+    assert.match(
+      formatIssue(r.issues[0]),
+      /^\/etc\/saslauthd\.conf:1: ldap_group_match_method: 'filters' is not one of attr, filter; Cyrus 2\.1\.28 would silently use the default attr/,
+    );
   });
 
   test('an unknown ldap_group_scope is an error naming the accepted values', () => {
     const r = build('ldap_group_scope: subtree\n');
     assert.equal(r.config, undefined);
-    assert.match(formatIssue(r.issues[0]!), /^\/etc\/saslauthd\.conf:1: ldap_group_scope: 'subtree' is not one of sub, one, base;/);
+    assert.match(
+      formatIssue(r.issues[0]!),
+      /^\/etc\/saslauthd\.conf:1: ldap_group_scope: 'subtree' is not one of sub, one, base;/,
+    );
   });
 
   test('a bad number warns and keeps the default', () => {
@@ -218,7 +236,10 @@ describe('ldap config', () => {
 
   test('a bad server URI is skipped with a warning; none left is an error', () => {
     const r = build('ldap_servers: ldaps//x ldap://ok/\n');
-    assert.deepEqual(r.config?.servers.map((s) => s.uri), ['ldap://ok/']);
+    assert.deepEqual(
+      r.config?.servers.map((s) => s.uri),
+      ['ldap://ok/'],
+    );
     assert.match(formatIssue(r.issues[0]!), /^\/etc\/saslauthd\.conf:1: ldap_servers: 'ldaps\/\/x' is not an LDAP URI/);
     const bad = build('ldap_servers: ldaps//x\n');
     assert.equal(bad.config, undefined);
@@ -226,17 +247,21 @@ describe('ldap config', () => {
   });
 
   test('parses IPv6 hosts and ports', () => {
-    assert.deepEqual(parseServerUri('ldap://[::1]:3389/'), { uri: 'ldap://[::1]:3389/', scheme: 'ldap', host: '::1', port: 3389 });
+    assert.deepEqual(parseServerUri('ldap://[::1]:3389/'), {
+      uri: 'ldap://[::1]:3389/',
+      scheme: 'ldap',
+      host: '::1',
+      port: 3389,
+    });
     assert.equal(typeof parseServerUri('ldap://host:99999/'), 'string');
   });
 
   test('ldap_use_sasl: yes is refused with a clear error', () => {
     const r = build('ldap_use_sasl: yes\nldap_mech: GSSAPI\n');
     assert.equal(r.config, undefined);
-    assert.deepEqual(
-      r.issues.filter((i) => i.severity === 'error').map(formatIssue),
-      ['/etc/saslauthd.conf:1: ldap_use_sasl: SASL binds are not supported by saslauthd-ts; set ldap_use_sasl: no and use simple binds (ldap_auth_method: bind, custom or fastbind)'],
-    );
+    assert.deepEqual(r.issues.filter((i) => i.severity === 'error').map(formatIssue), [
+      '/etc/saslauthd.conf:1: ldap_use_sasl: SASL binds are not supported by saslauthd-ts; set ldap_use_sasl: no and use simple binds (ldap_auth_method: bind, custom or fastbind)',
+    ]);
   });
 
   test('SASL keys without ldap_use_sasl only warn', () => {
@@ -288,7 +313,11 @@ describe('ldap config', () => {
     for (const dn of ['EXTERNAL', 'plain', 'Digest-MD5', 'SCRAM-SHA-1']) {
       const r = build(`ldap_bind_dn: ${dn}\n`);
       assert.equal(r.config, undefined, dn);
-      assert.match(formatIssue(r.issues[0]!), new RegExp(`^/etc/saslauthd\\.conf:1: ldap_bind_dn: '${dn}' is a SASL mechanism name, not a DN`), dn);
+      assert.match(
+        formatIssue(r.issues[0]!),
+        new RegExp(`^/etc/saslauthd\\.conf:1: ldap_bind_dn: '${dn}' is a SASL mechanism name, not a DN`),
+        dn,
+      );
     }
   });
 
@@ -318,13 +347,48 @@ describe('ldap config', () => {
   test('the key table lists every Cyrus key and alias', () => {
     const names = Object.entries(LDAP_KEYS).flatMap(([k, d]) => [k, ...(d.aliases ?? [])]);
     for (const k of [
-      'ldap_servers', 'ldap_bind_dn', 'ldap_password', 'ldap_bind_pw', 'ldap_version', 'ldap_search_base', 'ldap_filter',
-      'ldap_password_attr', 'ldap_auth_method', 'ldap_scope', 'ldap_group_dn', 'ldap_group_attr', 'ldap_group_match_method',
-      'ldap_group_filter', 'ldap_group_search_base', 'ldap_group_scope', 'ldap_default_realm', 'ldap_default_domain',
-      'ldap_timeout', 'ldap_time_limit', 'ldap_size_limit', 'ldap_deref', 'ldap_referrals', 'ldap_restart', 'ldap_use_sasl',
-      'ldap_id', 'ldap_sasl_authc_id', 'ldap_authz_id', 'ldap_sasl_authz_id', 'ldap_mech', 'ldap_sasl_mech', 'ldap_realm',
-      'ldap_sasl_realm', 'ldap_sasl_secprops', 'ldap_start_tls', 'ldap_tls_check_peer', 'ldap_tls_cacert_file',
-      'ldap_tls_cacert_dir', 'ldap_tls_ciphers', 'ldap_tls_cert', 'ldap_tls_key', 'ldap_debug',
+      'ldap_servers',
+      'ldap_bind_dn',
+      'ldap_password',
+      'ldap_bind_pw',
+      'ldap_version',
+      'ldap_search_base',
+      'ldap_filter',
+      'ldap_password_attr',
+      'ldap_auth_method',
+      'ldap_scope',
+      'ldap_group_dn',
+      'ldap_group_attr',
+      'ldap_group_match_method',
+      'ldap_group_filter',
+      'ldap_group_search_base',
+      'ldap_group_scope',
+      'ldap_default_realm',
+      'ldap_default_domain',
+      'ldap_timeout',
+      'ldap_time_limit',
+      'ldap_size_limit',
+      'ldap_deref',
+      'ldap_referrals',
+      'ldap_restart',
+      'ldap_use_sasl',
+      'ldap_id',
+      'ldap_sasl_authc_id',
+      'ldap_authz_id',
+      'ldap_sasl_authz_id',
+      'ldap_mech',
+      'ldap_sasl_mech',
+      'ldap_realm',
+      'ldap_sasl_realm',
+      'ldap_sasl_secprops',
+      'ldap_start_tls',
+      'ldap_tls_check_peer',
+      'ldap_tls_cacert_file',
+      'ldap_tls_cacert_dir',
+      'ldap_tls_ciphers',
+      'ldap_tls_cert',
+      'ldap_tls_key',
+      'ldap_debug',
     ]) {
       assert.ok(names.includes(k), k);
     }

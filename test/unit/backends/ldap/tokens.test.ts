@@ -1,7 +1,13 @@
 // Token expansion with Cyrus's semantics, and RFC 4515 / RFC 4514 escaping.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { escapeDnValue, escapeFilterValue, expandTokens, templateLiteral, type TokenContext } from '../../../../src/backends/ldap/tokens';
+import {
+  escapeDnValue,
+  escapeFilterValue,
+  expandTokens,
+  templateLiteral,
+  type TokenContext,
+} from '../../../../src/backends/ldap/tokens';
 
 const ctx = (login: string, realm = '', service = 'imap', userDn?: string): TokenContext => ({
   login,

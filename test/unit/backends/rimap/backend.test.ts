@@ -169,7 +169,7 @@ describe('rimap backend: Cyrus replies', () => {
     assert.ok(stream.written() < STREAM_CAP, `${stream.written()} bytes accepted`);
   });
 
-  test('a refused connection gives Couldn\'t contact remote authentication server', async () => {
+  test("a refused connection gives Couldn't contact remote authentication server", async () => {
     const { b, logText } = backend(`127.0.0.1/${await freePort()}`);
     const o = await auth(b);
     assert.deepEqual([o.text, !o.ok && o.kind], [REPLY.noContact, 'unavailable']);
@@ -189,7 +189,9 @@ describe('rimap backend: literals and capabilities', () => {
       earlyBytes = srv.received()[0]!.length - Buffer.byteLength(line);
       sock.write('+ go ahead\r\n');
       const body = await readBytes(n + 2);
-      sock.write(body.toString('latin1') === `${pw}\r\n` ? 'saslauthd NO [AUTHENTICATIONFAILED] wrong\r\n' : 'saslauthd BAD garbled\r\n');
+      sock.write(
+        body.toString('latin1') === `${pw}\r\n` ? 'saslauthd NO [AUTHENTICATIONFAILED] wrong\r\n' : 'saslauthd BAD garbled\r\n',
+      );
     });
     const { b } = backend(`127.0.0.1/${srv.port}`);
     assert.equal((await auth(b, pw)).text, REPLY.rejected);
@@ -299,9 +301,16 @@ describe('rimap backend: several servers, resolution, deadlines', () => {
     const deadPort = await freePort();
     const { b } = backend(`127.0.0.1/${deadPort},127.0.0.1/${srv.port}`);
     const names = [`imap://127.0.0.1:${deadPort}?plain`, `imap://127.0.0.1:${srv.port}?plain`];
-    assert.deepEqual(b.servers(), names.map((name) => ({ name, up: true })), 'untried servers count as up');
+    assert.deepEqual(
+      b.servers(),
+      names.map((name) => ({ name, up: true })),
+      'untried servers count as up',
+    );
     assert.equal((await auth(b)).text, REPLY.ok);
-    assert.deepEqual(b.servers(), [{ name: names[0], up: false }, { name: names[1], up: true }]);
+    assert.deepEqual(b.servers(), [
+      { name: names[0], up: false },
+      { name: names[1], up: true },
+    ]);
   });
 
   test('a BYE greeting moves on to the next server too', async () => {
@@ -325,7 +334,12 @@ describe('rimap backend: several servers, resolution, deadlines', () => {
     const lookup: LookupFn = async (host) => {
       calls++;
       assert.equal(host, 'imap.test');
-      return calls === 1 ? [{ address: '127.0.0.2', family: 4 }] : [{ address: '127.0.0.3', family: 4 }, { address: '127.0.0.1', family: 4 }];
+      return calls === 1
+        ? [{ address: '127.0.0.2', family: 4 }]
+        : [
+            { address: '127.0.0.3', family: 4 },
+            { address: '127.0.0.1', family: 4 },
+          ];
     };
     // 127.0.0.2/3 refuse on this port; only 127.0.0.1 runs the fake server.
     const { b } = backend(`imap.test/${srv.port}`, lookup);
@@ -334,7 +348,7 @@ describe('rimap backend: several servers, resolution, deadlines', () => {
     assert.equal(calls, 2);
   });
 
-  test('a failing lookup is Couldn\'t contact, and the next server is tried', async () => {
+  test("a failing lookup is Couldn't contact, and the next server is tried", async () => {
     const srv = await answering('TAG OK in\r\n');
     const lookup: LookupFn = async (host) => {
       if (host === 'gone.test') throw Object.assign(new Error('getaddrinfo ENOTFOUND gone.test'), { code: 'ENOTFOUND' });

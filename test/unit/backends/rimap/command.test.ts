@@ -1,7 +1,13 @@
 // IMAP argument encoding: nothing a user types can end the LOGIN line early.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildCommand, isQuotable, NO_LITERAL_EXTENSIONS, quoted, UnsendableValueError } from '../../../../src/backends/rimap/command';
+import {
+  buildCommand,
+  isQuotable,
+  NO_LITERAL_EXTENSIONS,
+  quoted,
+  UnsendableValueError,
+} from '../../../../src/backends/rimap/command';
 
 const b = (s: string): Buffer => Buffer.from(s, 'utf8');
 const wire = (parts: { bytes: Buffer }[]): string => Buffer.concat(parts.map((p) => p.bytes)).toString('latin1');
@@ -53,7 +59,10 @@ describe('rimap quoting', () => {
   test('sends 8-bit (UTF-8) values as literals, counted in bytes', () => {
     const pw = b('pässwörd-🔑');
     const parts = buildCommand('saslauthd', 'LOGIN', [b('jörg'), pw], { plus: true, minus: false });
-    assert.equal(wire(parts), Buffer.concat([b(`saslauthd LOGIN {5+}\r\njörg {${pw.length}+}\r\n`), pw, b('\r\n')]).toString('latin1'));
+    assert.equal(
+      wire(parts),
+      Buffer.concat([b(`saslauthd LOGIN {5+}\r\njörg {${pw.length}+}\r\n`), pw, b('\r\n')]).toString('latin1'),
+    );
   });
 
   test('two synchronizing literals wait twice', () => {

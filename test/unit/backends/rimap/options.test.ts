@@ -129,7 +129,12 @@ describe('rimap -O: URL forms', () => {
 
 describe('rimap -O: credentials', () => {
   test('a user and password in -O are refused, and the message masks the password, in any form', () => {
-    for (const option of ['imaps://user:Zq-secret@h', 'imap://user:Zq-secret@h:143?starttls', 'user:Zq-secret@h/143', 'user:Zq-secret@h']) {
+    for (const option of [
+      'imaps://user:Zq-secret@h',
+      'imap://user:Zq-secret@h:143?starttls',
+      'user:Zq-secret@h/143',
+      'user:Zq-secret@h',
+    ]) {
       assert.throws(
         () => parseRimapOption(option),
         (err: unknown) =>
@@ -144,7 +149,8 @@ describe('rimap -O: credentials', () => {
   test('a second server with a password is masked in the message too', () => {
     assert.throws(
       () => parseRimapOption('imaps://a,imaps://u:Zq-secret@b'),
-      (err: unknown) => err instanceof RimapOptionError && err.message.startsWith("-O 'imaps://u:***@b'") && !err.message.includes('Zq-secret'),
+      (err: unknown) =>
+        err instanceof RimapOptionError && err.message.startsWith("-O 'imaps://u:***@b'") && !err.message.includes('Zq-secret'),
     );
   });
 
@@ -156,10 +162,11 @@ describe('rimap -O: credentials', () => {
 describe('rimap -O: several servers', () => {
   test('a comma-separated list keeps its order and mixes forms', () => {
     const list = parseRimapOption('imaps://a.example, b.example/1143 ,[::1]:143');
-    assert.deepEqual(
-      list.map(describeTarget),
-      ['imaps://a.example:993', 'imap://b.example:1143?plain', 'imap://[::1]:143?plain'],
-    );
+    assert.deepEqual(list.map(describeTarget), [
+      'imaps://a.example:993',
+      'imap://b.example:1143?plain',
+      'imap://[::1]:143?plain',
+    ]);
   });
 
   test('refuses an empty element', () => {

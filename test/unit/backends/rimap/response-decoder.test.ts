@@ -2,14 +2,23 @@
 // kept inside their response, and a size limit.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { capabilitiesOf, MAX_RESPONSE_BYTES, ResponseDecodeError, ResponseDecoder } from '../../../../src/backends/rimap/response-decoder';
+import {
+  capabilitiesOf,
+  MAX_RESPONSE_BYTES,
+  ResponseDecodeError,
+  ResponseDecoder,
+} from '../../../../src/backends/rimap/response-decoder';
 
 const GREETING = '* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS] Dovecot ready.\r\n';
 
 describe('rimap response decoder', () => {
   test('parses greeting, untagged, continuation and tagged responses', () => {
     const d = new ResponseDecoder();
-    const rs = d.push(Buffer.from(`${GREETING}+ go ahead\r\n* CAPABILITY IMAP4rev1 LOGINDISABLED\r\nsaslauthd no [AUTHENTICATIONFAILED] Authentication failed.\r\n`));
+    const rs = d.push(
+      Buffer.from(
+        `${GREETING}+ go ahead\r\n* CAPABILITY IMAP4rev1 LOGINDISABLED\r\nsaslauthd no [AUTHENTICATIONFAILED] Authentication failed.\r\n`,
+      ),
+    );
     assert.deepEqual(
       rs.map((r) => [r.kind, r.tag, r.status, r.code, r.text]),
       [
@@ -30,7 +39,10 @@ describe('rimap response decoder', () => {
     const d = new ResponseDecoder();
     const bytewise = [];
     for (const byte of input) bytewise.push(...d.push(Buffer.from([byte])));
-    assert.deepEqual(bytewise.map((r) => r.raw.toString()), whole.map((r) => r.raw.toString()));
+    assert.deepEqual(
+      bytewise.map((r) => r.raw.toString()),
+      whole.map((r) => r.raw.toString()),
+    );
     assert.equal(whole.length, 3);
     assert.equal(d.buffered, 0);
   });
@@ -51,7 +63,10 @@ describe('rimap response decoder', () => {
 
   test('tolerates a bare LF line end', () => {
     const rs = new ResponseDecoder().push(Buffer.from('* OK hi\nt OK\n'));
-    assert.deepEqual(rs.map((r) => r.raw.toString()), ['* OK hi', 't OK']);
+    assert.deepEqual(
+      rs.map((r) => r.raw.toString()),
+      ['* OK hi', 't OK'],
+    );
   });
 
   test('refuses a response longer than the limit, with or without a literal', () => {
