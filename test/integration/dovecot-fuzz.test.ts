@@ -353,18 +353,18 @@ for (const { name, mechArgs, fuzzMs, checkRss } of [
       assert.equal(open, true, `${openConnections(pid, t.socket)} connections still open`);
     });
 
-    test(
-      "has not grown in the second half of the run: within 10 MB of its RSS at the first half's end",
-      { skip: !checkRss && 'measured on the -a shadow -c run' },
-      async () => {
+    // The memory bound is measured on the longer -a shadow -c run only: the
+    // 15 s PAM run is too short for its first half to reach the working size.
+    if (checkRss) {
+      test("has not grown in the second half of the run: within 10 MB of its RSS at the first half's end", async () => {
         let rss = rssBytes(pid);
         await waitUntil(() => (rss = rssBytes(pid)) <= startRss + RSS_SLACK, 10_000);
         assert.ok(
           rss <= startRss + RSS_SLACK,
           `RSS ${(rss / 2 ** 20).toFixed(1)} MB, ${(startRss / 2 ** 20).toFixed(1)} MB after the first half`,
         );
-      },
-    );
+      });
+    }
 
     test('logs every violation, summarised under the flood, and no password', () => {
       const out = d.output();
