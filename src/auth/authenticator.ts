@@ -57,6 +57,7 @@ export function addressHost(addr: string | undefined): string | undefined {
 }
 
 const NO_PASSWORD = Buffer.alloc(0);
+const NEVER_ABORTED = new AbortController().signal;
 
 /** Answers held back by the throttle; released at once when the daemon stops. */
 class Holds {
@@ -286,8 +287,10 @@ export class Authenticator {
       this.log.error({ mech: this.backend.name }, `mechanism returned unknown response: ${this.backend.name}`);
       return unavailable('NO internal mechanism failure');
     };
+    // A mechanism that keeps the deadline itself is never aborted: it needs
+    // no controller of its own (an AbortSignal is a costly object per request).
+    if (this.backend.ownsDeadline) return this.backend.authenticate(req, NEVER_ABORTED).then(check);
     const ac = new AbortController();
-    if (this.backend.ownsDeadline) return this.backend.authenticate(req, ac.signal).then(check);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         ac.abort();

@@ -83,6 +83,25 @@ describe('the JavaScript fingerprint', () => {
     });
   }
 
+  // HMAC pads a key to SHA-256's 64-byte block and hashes a longer one
+  // first: the native side builds the keyed states itself, so both sides of
+  // the block size are checked (a fleet's key file can be any length).
+  for (const len of [16, 63, 64, 65, 200]) {
+    test(`matches under a key of ${len} bytes`, async () => {
+      const k = crypto.randomBytes(len);
+      native.setFingerprintKey(k);
+      try {
+        seen = [];
+        const password = Buffer.from('Secret-2');
+        assert.equal(await sendRequest(socketPath, { login: 'dave', password, service: 'smtp', realm: 'ex.org' }), 'OK');
+        const mine = new Fingerprinter(k).of('dave', 'ex.org', password);
+        assert.equal(mine.toString('hex'), seen[0]!.fingerprint.toString('hex'));
+      } finally {
+        native.setFingerprintKey(key);
+      }
+    });
+  }
+
   test('differs under another key', async () => {
     seen = [];
     await sendRequest(socketPath, { login: 'carol', password: 'pw', service: 'smtp', realm: '' });
