@@ -235,8 +235,8 @@ interface AttackRun {
 
 /**
  * The brute-force rows (issue: password guessing): a victim logging in at
- * C=1 with its right password (logged in once before the run), a bystander
- * at C=4, and 64 connections attacking: guessing the victim's password (a new
+ * C=1 with its right password, a bystander at C=4 (both logged in once
+ * before the run), and 64 connections attacking: guessing the victim's password (a new
  * one every request) or spraying unknown logins. Returns the figures of one
  * run; attack undefined runs the same load without an attacker.
  */
@@ -250,10 +250,12 @@ async function attackRun(
   const d = await start();
   try {
     await sleep(200);
-    assert.equal(
-      await sendRequest(d.socket, { login: victim.name, password: victim.password, service: 'smtp', realm: '' }),
-      'OK',
-    );
+    // Both are users who log in routinely, so both have logged in before the
+    // run. A first-ever login during a flood is ordinary work: it waits behind
+    // the flood's queue (up to the shedding bound) until it has succeeded once.
+    for (const u of [victim, bystander]) {
+      assert.equal(await sendRequest(d.socket, { login: u.name, password: u.password, service: 'smtp', realm: '' }), 'OK');
+    }
     const attacker =
       attack === undefined
         ? undefined
@@ -281,7 +283,7 @@ async function attackRows(
   const daemons: Array<[string, () => Promise<Daemon>]> = [['ours', () => startOurs(['-a', 'shadow'])]];
   if (haveCyrus) daemons.push(['Cyrus', () => startCyrus(['-a', 'shadow'])]);
   console.log(
-    `\nguessing flood (yescrypt, ${seconds} s, median of ${REPEAT}): victim C=1 (logged in once before), bystander C=4, 64 attacking connections`,
+    `\nguessing flood (yescrypt, ${seconds} s, median of ${REPEAT}): victim C=1 and bystander C=4 (both logged in once before), 64 attacking connections`,
   );
   console.log(
     `${'row'.padEnd(26)} | ${'victim: req/s p99 ms OK/NO'.padEnd(30)} | ${'bystander: req/s (of unloaded)'.padEnd(32)} | attack: req/s OK`,
