@@ -9,6 +9,9 @@ import path from 'node:path';
 import pino from 'pino';
 import { type AuthRequest, type Backend, type BackendFactory, notFound, ok, type Outcome } from '../../../src/backends/backend';
 import { Router } from '../../../src/backends/router';
+import { Authenticator } from '../../../src/auth/authenticator';
+import { CredentialCache } from '../../../src/auth/cache';
+import { fakeExchange } from '../../helpers/exchange';
 
 const silent = pino({ level: 'silent' });
 
@@ -135,4 +138,43 @@ test('-a a,b asks the second when the first does not know the login, without a r
     made.map((m) => m.key),
     ['shadow:', 'ldap:bob'],
   );
+});
+
+test('the servers of every instance are reported, for the metrics and the status line', async () => {
+  const make =
+    (uri: string): BackendFactory =>
+    async ({ mechOption }) => ({
+      name: 'ldap',
+      refusalText: 'NO',
+      authenticate: async () => ok(),
+      servers: () => [{ name: `${uri}${mechOption ?? ''}`, up: true }],
+    });
+  const file = routesFile('a.test ldap:/a\nb.test ldap:/b\nc.test ldap:/a\n');
+  const r = await Router.fromFile(file, { factories: { ldap: make('ldap://x') }, log: silent, concatRealm: false });
+  assert.deepEqual(
+    r
+      .servers()
+      .map((s) => s.name)
+      .sort(),
+    ['ldap://x/a', 'ldap://x/b'],
+  );
+});
+
+test('the cache is per request whatever the route: an entry of one realm never answers another', async () => {
+  const made: Made[] = [];
+  const file = routesFile('a.test ldap:bob\nb.test ldap:carol\n');
+  const r = await Router.fromFile(file, { factories: factories(made), log: silent, concatRealm: false });
+  const cache = new CredentialCache({ ttlMs: 60_000, sizeKb: undefined, mode: 'normal' });
+  const a = new Authenticator({ backend: r, concatRealm: false, timeoutMs: 1000, log: silent, cache });
+  const send = (realm: string): Promise<string> => {
+    const f = fakeExchange({ login: 'bob', password: 'pw', service: 'smtp', realm });
+    a.handle(f.x);
+    return f.answer;
+  };
+  assert.equal(await send('a.test'), 'OK');
+  assert.equal(await send('a.test'), 'OK');
+  assert.equal(await send('b.test'), 'NO ldap');
+  const bobDir = made.find((m) => m.key === 'ldap:bob');
+  const carolDir = made.find((m) => m.key === 'ldap:carol');
+  assert.deepEqual([bobDir?.asked.length, carolDir?.asked.length], [1, 1], 'the repeat was a cache hit; b.test was asked');
 });

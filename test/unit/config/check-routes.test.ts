@@ -81,3 +81,22 @@ describe('--check --routes', () => {
     assert.match(r.err, /missing: cannot read: ENOENT/);
   });
 });
+
+describe('--check -a with a chain', () => {
+  test('prints the chain and checks each mechanism, the option going to the one that takes it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'check-chain-'));
+    try {
+      const conf = path.join(dir, 'ldap.conf');
+      fs.writeFileSync(conf, 'ldap_servers: ldap://127.0.0.1:1389/\nldap_search_base: dc=example,dc=org\n');
+      const out = capture();
+      const err = capture();
+      const code = runCheck(['--check', '-m', dir, '-a', 'shadow,ldap', '-O', conf], out, err, { shadowFile: '/etc/shadow' });
+      assert.equal(code, 0, err.text());
+      assert.match(out.text(), /mechanism chain \(-a\) +shadow,ldap/);
+      assert.match(out.text(), new RegExp(`ldap config file +${conf}`));
+      assert.doesNotMatch(err.text(), /shadow ignores the mechanism option/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
