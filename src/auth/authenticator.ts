@@ -182,7 +182,7 @@ export class Authenticator {
       const outcome: Outcome = {
         ok: false,
         kind: 'denied',
-        text: this.backend.refusalText,
+        text: this.backend.refusalFor?.(x.realm) ?? this.backend.refusalText,
         reason: `refused without asking the mechanism: ${adm.reason}`,
       };
       const ms = performance.now() - started;
@@ -329,28 +329,38 @@ export class Authenticator {
 
   /** The one line per attempt. result overrides the outcome's kind in the log (a throttle refusal). */
   logOutcome(req: LogSubject, outcome: Outcome, durationMs: number, result?: 'refused'): void {
-    const at = `${where(req)} [mech=${this.backend.name}]`;
+    // With chains and routes: the mechanism that answered, and the route taken.
+    const mech = outcome.mech ?? this.backend.name;
+    const route = outcome.route ?? this.backend.routeOf?.(req.realm);
+    const at = `${where(req)} [mech=${mech}]${route !== undefined ? ` [route=${route}]` : ''}`;
     if (outcome.ok) {
       // As Cyrus: successes only with -V/-d (the MTA logs them anyway).
       if (!this.resultLog.isLevelEnabled('debug')) return;
-      this.resultLog.debug(this.fields(req, 'ok', durationMs), `auth success: ${at}`);
+      this.resultLog.debug(this.fields(req, 'ok', durationMs, mech, route), `auth success: ${at}`);
       return;
     }
     const level = outcome.kind === 'unavailable' || outcome.kind === 'timeout' ? 'warn' : 'info';
     const key = `${req.login}\0${req.realm}`;
     if (this.failureLines !== undefined && !this.failureLines.admit(key, at)) return;
     this.resultLog[level](
-      { ...this.fields(req, result ?? outcome.kind, durationMs), reason: outcome.reason },
+      { ...this.fields(req, result ?? outcome.kind, durationMs, mech, route), reason: outcome.reason },
       `auth failure: ${at} [reason=${outcome.reason}]`,
     );
   }
 
-  private fields(req: LogSubject, result: string, durationMs: number): Record<string, unknown> {
+  private fields(
+    req: LogSubject,
+    result: string,
+    durationMs: number,
+    mech: string,
+    route: string | undefined,
+  ): Record<string, unknown> {
     return {
       user: shown(req.login),
       service: shown(req.service),
       realm: shown(req.realm),
-      mech: this.backend.name,
+      mech,
+      ...(route !== undefined ? { route } : {}),
       ...(req.clientAddr !== undefined ? { remote: shown(req.clientAddr) } : {}),
       result,
       durationMs: Math.round(durationMs * 100) / 100,

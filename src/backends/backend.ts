@@ -67,14 +67,36 @@ export function queueOf(req: AuthRequest): Required<QueueOptions> {
  */
 export type FailureKind = 'denied' | 'unavailable' | 'timeout' | 'shed';
 
+/**
+ * Which mechanism of a chain answered, and by which route (--routes): for the
+ * result line only. Unset when the daemon runs one mechanism (-a NAME).
+ */
+export interface Answerer {
+  mech?: string;
+  route?: string;
+}
+
 export type Outcome =
   /** answered: the mechanism already sent this answer to the client (native shadow). */
-  | { ok: true; text: string; answered?: boolean }
-  /** text is the wire reply ("NO ..."); reason is for the log only. */
-  | { ok: false; kind: FailureKind; text: string; reason: string; answered?: boolean };
+  | ({ ok: true; text: string; answered?: boolean } & Answerer)
+  /**
+   * text is the wire reply ("NO ..."); reason is for the log only.
+   * unknownUser: the mechanism says the login does not exist there (shadow's
+   * "Invalid username", ldap's "User not found", PAM_USER_UNKNOWN), the one
+   * denial on which a chain asks its next mechanism.
+   */
+  | ({ ok: false; kind: FailureKind; text: string; reason: string; answered?: boolean; unknownUser?: boolean } & Answerer);
 
 export const ok = (text = 'OK'): Outcome => ({ ok: true, text });
 export const denied = (text: string, reason = replyReason(text)): Outcome => ({ ok: false, kind: 'denied', text, reason });
+/** A denial because the login does not exist in this mechanism: a chain may go on to the next one. */
+export const notFound = (text: string, reason = replyReason(text)): Outcome => ({
+  ok: false,
+  kind: 'denied',
+  text,
+  reason,
+  unknownUser: true,
+});
 export const unavailable = (text: string, reason = replyReason(text)): Outcome => ({
   ok: false,
   kind: 'unavailable',
@@ -126,6 +148,13 @@ export interface Backend {
    */
   readonly refusalText: string;
   /**
+   * The refusal text for a request with this realm, when it depends on the
+   * realm (--routes: each route answers with its own mechanism's text).
+   */
+  refusalFor?(realm: string): string;
+  /** The route a request with this realm takes (--routes), for the result line; undefined when unrouted or not routing. */
+  routeOf?(realm: string): string | undefined;
+  /**
    * The mechanism enforces the request's deadline itself, answering
    * timedOut() when it passes (the native shadow check): the authenticator
    * then sets no timer of its own.
@@ -149,6 +178,12 @@ export interface BackendOptions {
   /** The -O argument, if any. */
   mechOption: string | undefined;
   log: import('pino').Logger;
+  /**
+   * Part of a chain or a route (--routes, -a a,b): the outcome must come back
+   * to JavaScript so the next mechanism can be asked, so a mechanism that
+   * can answer the client natively (shadow) must not.
+   */
+  chained?: boolean;
 }
 
 export type BackendFactory = (opts: BackendOptions) => Promise<Backend>;

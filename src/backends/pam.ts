@@ -15,6 +15,7 @@ import {
   type BackendOptions,
   denied,
   droppedCode,
+  notFound,
   ok,
   type Outcome,
   queueOf,
@@ -88,6 +89,9 @@ export function toOutcome(r: PamResult): Outcome {
     case 'pam_start':
       return unavailable(REPLY_START_ERROR);
     case 'pam_authenticate':
+      // PAM_USER_UNKNOWN only where the stack passes it up: Debian's
+      // common-auth turns pam_unix's into pam_deny's PAM_AUTH_ERR.
+      if (r.code === PamCode.USER_UNKNOWN) return notFound(REPLY_AUTH_ERROR);
       return decided ? denied(REPLY_AUTH_ERROR) : unavailable(REPLY_AUTH_ERROR);
     case 'pam_acct_mgmt':
       return decided ? denied(REPLY_ACCT_ERROR) : unavailable(REPLY_ACCT_ERROR);

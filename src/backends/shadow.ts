@@ -17,6 +17,7 @@ import {
   type BackendFactory,
   denied,
   droppedCode,
+  notFound,
   ok,
   type Outcome,
   queueOf,
@@ -40,6 +41,7 @@ export function shadowOutcome(code: ShadowCode, text: string): Outcome {
       return unavailable(text);
     case ShadowCode.InvalidUser:
     case ShadowCode.InvalidShadowUser:
+      return notFound(text);
     case ShadowCode.IncorrectPassword:
     case ShadowCode.AccountExpired:
     case ShadowCode.PasswordExpired:
@@ -95,8 +97,24 @@ async function checkAsJob(req: AuthRequest, password: Buffer | undefined, q: Ret
   }
 }
 
-export const createShadowBackend: BackendFactory = async ({ log }) => {
+export const createShadowBackend: BackendFactory = async ({ log, chained }) => {
   applyDummyHash(log);
+  if (chained) {
+    // In a chain or a route the outcome must come back here (the next
+    // mechanism may be asked), so the check is a job on the hashing pool, on
+    // a copy of the password (checkAsJob wipes its copy; the next mechanism
+    // needs the original).
+    return {
+      name: 'shadow',
+      refusalText: REFUSAL,
+      async authenticate(req) {
+        return checkAsJob(req, Buffer.from(req.password), queueOf(req));
+      },
+      async reload() {
+        applyDummyHash(log);
+      },
+    };
+  }
   const backend: Backend = {
     name: 'shadow',
     refusalText: REFUSAL,

@@ -12,6 +12,7 @@ import { createLogger, type DaemonLogger } from '../log/logger';
 import { maskCredentials } from '../log/redact';
 import { BACKENDS, CYRUS_ONLY } from '../backends';
 import type { Backend } from '../backends/backend';
+import { Router } from '../backends/router';
 import crypto from 'node:crypto';
 import { Authenticator } from '../auth/authenticator';
 import { CredentialCache, type CacheOp } from '../auth/cache';
@@ -100,6 +101,29 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 async function createBackend(opts: DaemonOptions, logger: DaemonLogger): Promise<Backend> {
+  const routerOpts = { factories: BACKENDS, log: logger.log, concatRealm: opts.concatRealm };
+  if (opts.routesFile !== undefined) {
+    try {
+      const router = await Router.fromFile(opts.routesFile, routerOpts);
+      logger.log.info({ routes: router.describe() }, `routes: ${router.describe().join('; ')}`);
+      return router;
+    } catch (err) {
+      throw new ExitError(`--routes ${opts.routesFile}: ${(err as Error).message}`, 1);
+    }
+  }
+  if (opts.mech.includes(',')) {
+    const names = opts.mech.split(',');
+    const unknown = names.find((n) => BACKENDS[n] === undefined);
+    if (unknown !== undefined) {
+      throw new ExitError(`unknown authentication mechanism: ${unknown} (available: ${Object.keys(BACKENDS).join(', ')})`, 1);
+    }
+    try {
+      // The chain's login is joined by the authenticator (-r), as for one mechanism.
+      return await Router.chain(names, opts.mechOption, { ...routerOpts, concatRealm: false });
+    } catch (err) {
+      throw new ExitError(`failed to initialize mechanism chain ${opts.mech}: ${(err as Error).message}`, 1);
+    }
+  }
   const factory = BACKENDS[opts.mech];
   if (factory === undefined) {
     if (CYRUS_ONLY.includes(opts.mech)) {
@@ -272,7 +296,7 @@ function createThrottle(
   // Work of these credentials already queued goes first from now on.
   const promote = (fp: number): void => {
     native.poolPromote('hash', fp);
-    if (opts.mech === 'pam') native.poolPromote('pam', fp);
+    if (opts.mech.split(',').includes('pam') || opts.routesFile !== undefined) native.poolPromote('pam', fp);
   };
   return { throttle: new Throttle(t, store, log, promote), replicated };
 }
@@ -340,7 +364,8 @@ async function serve(
   failureLines.start();
   const auth = new Authenticator({
     backend,
-    concatRealm: opts.concatRealm,
+    // With --routes each route decides the join (+r/-r, else -r): the router does it.
+    concatRealm: opts.concatRealm && opts.routesFile === undefined,
     timeoutMs: opts.authTimeoutMs,
     log,
     resultLog: logger.resultLog,

@@ -20,6 +20,9 @@ import { KeyFileError, readKeyFile } from '../state/key-file';
 import { maskStateUri } from '../state/uri';
 import { probeState } from '../state/probe';
 import { type ConfIssue, formatIssue } from './saslauthd-conf';
+import { memberText, parseRoutes } from './routes';
+import { TAKES_OPTION } from '../backends/chain';
+import { describeRoutes } from '../backends/router';
 
 /** Where chrooted Postfix (Debian's default) lives; sockets must be inside. */
 export const POSTFIX_CHROOT = '/var/spool/postfix';
@@ -401,6 +404,74 @@ function checkMechanism(
 }
 
 /**
+ * --routes: the file's syntax (line:column), each mechanism instance's own
+ * configuration (once per MECH:OPTION), and the effective table in the
+ * order matching uses.
+ */
+function checkRoutes(opts: DaemonOptions, env: CheckEnv, issues: Issues, settings: Array<[string, string]>): void {
+  const file = opts.routesFile ?? '';
+  settings.push(['routes (--routes)', file]);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'latin1');
+  } catch (err) {
+    issues.push({ severity: 'error', file, message: `cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+    return;
+  }
+  const parsed = parseRoutes(text, Object.keys(BACKENDS));
+  for (const i of parsed.issues) {
+    issues.push({ severity: i.severity, file, line: i.line, column: i.column, message: i.message });
+  }
+  const seen = new Set<string>();
+  for (const r of parsed.routes) {
+    for (const m of r.chain) {
+      const id = memberText(m);
+      if (seen.has(id)) continue;
+      seen.add(id);
+      if (m.mech === 'ldap') {
+        const conf = m.option ?? LDAP_DEFAULT_CONF;
+        try {
+          fs.accessSync(conf, fs.constants.R_OK);
+        } catch (err) {
+          issues.push({
+            severity: 'error',
+            file,
+            line: r.line,
+            column: columnOf(text, r.line, id),
+            message: `${id}: cannot read ${conf}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+          });
+          continue;
+        }
+      }
+      const sub: Array<[string, string]> = [];
+      checkMechanism({ ...opts, mech: m.mech, mechOption: m.option }, undefined, undefined, env, issues, sub);
+      for (const [k, v] of sub) settings.push([`${id}: ${k.trim()}`, v]);
+    }
+  }
+  const joinText = (j: boolean | undefined): string => ((j ?? opts.concatRealm) ? 'login@realm' : 'login');
+  for (const line of describeRoutes(
+    parsed.routes.map((r) => ({
+      name: r.name,
+      join: r.join,
+      chain: r.chain.map((m) => maskCredentials(memberText(m))).join(' '),
+    })),
+  )) {
+    const name = line.split(' ')[0] ?? '';
+    const route = parsed.routes.find((r) => r.name === name);
+    settings.push([`route ${name}`, `${line.slice(name.length + 1)} (mechanisms see ${joinText(route?.join)})`]);
+  }
+  if (!parsed.routes.some((r) => r.pattern.kind === 'any')) {
+    settings.push(['route (other realms)', 'none: answered NO, logged with the realm']);
+  }
+}
+
+/** The column of `token` on line `line` of text (1-based), or 1. */
+function columnOf(text: string, line: number, token: string): number {
+  const at = (text.split('\n')[line - 1] ?? '').indexOf(token);
+  return at < 0 ? 1 : at + 1;
+}
+
+/**
  * START means nothing to saslauthd-ts, but Cyrus's init script (sasl2-bin)
  * reads every /etc/default/saslauthd* file, ours too, as one of its
  * instances, sourcing them one after the other in one shell: START=yes here,
@@ -471,9 +542,20 @@ export function checkConfiguration(argv: string[], env: CheckEnv = {}): CheckRes
   const optFrom = origin(origins, '-O', cmdline);
   const runFrom = origin(origins, '-m', cmdline);
 
-  settings.push(['mechanism (-a)', opts.mech]);
-  settings.push(['mechanism option (-O)', opts.mechOption ?? '(none)']);
-  checkMechanism(opts, mechFrom, optFrom, env, issues, settings);
+  if (opts.routesFile !== undefined) {
+    checkRoutes(opts, env, issues, settings);
+  } else if (opts.mech.includes(',')) {
+    settings.push(['mechanism chain (-a)', `${opts.mech} (the next asked only when a login is unknown to the one before)`]);
+    settings.push(['mechanism option (-O)', opts.mechOption ?? '(none)']);
+    for (const mech of opts.mech.split(',')) {
+      const mechOption = TAKES_OPTION.has(mech) ? opts.mechOption : undefined;
+      checkMechanism({ ...opts, mech, mechOption }, mechFrom, optFrom, env, issues, settings);
+    }
+  } else {
+    settings.push(['mechanism (-a)', opts.mech]);
+    settings.push(['mechanism option (-O)', opts.mechOption ?? '(none)']);
+    checkMechanism(opts, mechFrom, optFrom, env, issues, settings);
+  }
   settings.push(['run directory (-m)', checkRunDir(opts, runFrom, env, issues)]);
   settings.push(['socket', path.join(opts.runDir, SOCKET_NAME)]);
   settings.push([

@@ -187,7 +187,9 @@ const NOT_IN_OPTIONS: Record<string, string> = {
  * attribute an error to the one variable it came from.
  */
 function checkFragment(args: string[]): string | undefined {
-  const r = parseArgs(['-a', 'placeholder', ...args]);
+  // With --routes the fragment needs no mechanism (and may have none).
+  const routed = args.some((a) => a === '--routes' || a.startsWith('--routes='));
+  const r = parseArgs(routed ? args : ['-a', 'placeholder', ...args]);
   if (r.kind === 'run') return undefined;
   return (r.stderr ?? r.stdout ?? 'invalid flags').trim().replace(/^saslauthd-ts: /, '');
 }
@@ -204,8 +206,12 @@ export function defaultsToArgs(df: DefaultsFile): DefaultsArgs {
 
   const mech = df.vars.get('MECHANISMS');
   const unreadable = df.issues.some((i) => i.line === undefined && i.severity === 'error');
+  // OPTIONS="--routes FILE" names the mechanisms itself: MECHANISMS stays empty.
+  const routed = (df.vars.get('OPTIONS')?.value ?? '').split(/[ \t]+/).some((w) => w === '--routes' || w.startsWith('--routes='));
   if (unreadable) {
     // Already reported: the file could not be read at all.
+  } else if ((mech === undefined || mech.value.trim() === '') && routed) {
+    // --routes in OPTIONS.
   } else if (mech === undefined || mech.value.trim() === '') {
     const where = mech ?? { key: 'MECHANISMS', value: '', line: 0 };
     issues.push({
@@ -216,7 +222,10 @@ export function defaultsToArgs(df: DefaultsFile): DefaultsArgs {
       message: 'no mechanism set; add e.g. MECHANISMS="pam"',
     });
   } else if (/\s/.test(mech.value.trim())) {
-    err(mech, `'${mech.value}': only one mechanism may be used at a time`);
+    err(
+      mech,
+      `'${mech.value}': only one mechanism may be used at a time; for a chain write them with commas (MECHANISMS="shadow,ldap"), or route realms with OPTIONS="--routes FILE" and MECHANISMS=""`,
+    );
   } else {
     args.push('-a', mech.value.trim());
     origins.set('-a', at(mech));

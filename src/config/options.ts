@@ -12,8 +12,11 @@ export const DEFAULT_RUN_DIR = '/var/spool/postfix/var/run/saslauthd';
 export const MECHANISMS = ['shadow', 'pam', 'ldap', 'rimap'] as const;
 
 export interface DaemonOptions {
+  /** -a: one mechanism, or a chain "shadow,ldap" (docs/routes.md); "routes" with --routes. */
   mech: string;
   mechOption: string | undefined;
+  /** --routes: the routes file (a chain of mechanisms per realm); undefined: -a. */
+  routesFile: string | undefined;
   runDir: string;
   threads: number;
   /** --workers: processes sharing the listening socket; 1 = no cluster. */
@@ -107,7 +110,20 @@ export function buildCommand(): Command {
   const cmd = new Command('saslauthd-ts')
     .description('SASL authentication daemon, wire-compatible with Cyrus saslauthd')
     .helpOption('-h, --help', 'show this help and exit')
-    .addOption(new Option('-a <mech>', `authentication mechanism (required): ${MECHANISMS.join(', ')}`))
+    .addOption(
+      new Option(
+        '-a <mech>',
+        `authentication mechanism (required unless --routes): ${MECHANISMS.join(', ')}; or a chain such as shadow,ldap, ` +
+          'the next mechanism asked only when the one before does not know the login (docs/routes.md)',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--routes <file>',
+        'route each realm to its own chain of mechanisms, one "REALM MECH[:OPTION] ... [+r]" line per realm ' +
+          '(docs/routes.md); instead of -a and -O',
+      ),
+    )
     .addOption(
       new Option(
         '-O <option>',
@@ -333,6 +349,33 @@ export function buildCommand(): Command {
   return cmd;
 }
 
+/** Mechanisms that take an option (-O). */
+const OPTION_MECHS: readonly string[] = ['ldap', 'rimap'];
+/** Mechanisms that can say a login does not exist (a chain may go past them). */
+const TELLS_UNKNOWN: readonly string[] = ['shadow', 'ldap', 'pam'];
+
+/**
+ * -a a,b: the chain's own rules (the mechanisms themselves are checked when
+ * the daemon starts). Undefined when fine, else the message.
+ */
+export function checkChain(mech: string, hasOption: boolean): string | undefined {
+  const names = mech.split(',');
+  if (names.length === 1) return undefined;
+  if (names.some((n) => n === '')) return `-a ${mech}: an empty mechanism in the chain; write e.g. -a shadow,ldap`;
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) return `-a ${mech}: ${dup} is twice in the chain; for two ${dup} configurations use --routes`;
+  const takers = names.filter((n) => OPTION_MECHS.includes(n));
+  if (takers.length > 1) {
+    return `-a ${mech}: ${takers.join(' and ')} both take an option and -O can give only one; use --routes (docs/routes.md)`;
+  }
+  const stop = names.slice(0, -1).find((n) => !TELLS_UNKNOWN.includes(n) && (MECHANISMS as readonly string[]).includes(n));
+  if (stop !== undefined) {
+    return `-a ${mech}: the mechanisms after ${stop} can never be asked: ${stop} cannot tell an unknown login from a wrong password`;
+  }
+  if (hasOption && takers.length === 0) return `-a ${mech}: -O given, but no mechanism in the chain takes an option`;
+  return undefined;
+}
+
 export function parseArgs(argv: string[]): ParseResult {
   const cmd = buildCommand();
   try {
@@ -351,8 +394,21 @@ export function parseArgs(argv: string[]): ParseResult {
   if (o.v) return { kind: 'exit', code: 0, stderr: versionText() };
   const fail = (msg: string): ParseResult => ({ kind: 'exit', code: 1, stderr: `saslauthd-ts: ${msg}\n` });
 
-  if (o.a === undefined) return fail('no authentication mechanism specified (-a); try -h');
-  const mech = String(o.a).toLowerCase();
+  const routesFile = o.routes === undefined ? undefined : String(o.routes);
+  if (routesFile !== undefined && o.a !== undefined) {
+    return fail(
+      `--routes and -a cannot be used together: ${routesFile} names the mechanisms of every realm; remove -a ${String(o.a)}`,
+    );
+  }
+  if (routesFile !== undefined && o.O !== undefined) {
+    return fail(`--routes and -O cannot be used together: give each mechanism its option in ${routesFile} (ldap:FILE)`);
+  }
+  if (routesFile === undefined && o.a === undefined) return fail('no authentication mechanism specified (-a); try -h');
+  const mech = routesFile !== undefined ? 'routes' : String(o.a).toLowerCase();
+  if (routesFile === undefined) {
+    const chainError = checkChain(mech, o.O !== undefined);
+    if (chainError !== undefined) return fail(chainError);
+  }
   const runDir = String(o.m);
   if (!path.isAbsolute(runDir)) return fail('-m requires an absolute pathname');
   const dovecotSocket = o.dovecotSocket === undefined ? undefined : String(o.dovecotSocket);
@@ -445,6 +501,7 @@ export function parseArgs(argv: string[]): ParseResult {
     options: {
       mech,
       mechOption: o.O === undefined ? undefined : String(o.O),
+      routesFile,
       runDir,
       threads: Number(o.n),
       workers: Number(o.workers),

@@ -20,13 +20,20 @@ export interface ConfIssue {
   severity: IssueSeverity;
   file: string;
   line?: number;
+  /** With line: the column (1-based), for files of short tokens (--routes). */
+  column?: number;
   key?: string;
   message: string;
 }
 
 /** `/etc/saslauthd.conf:12: ldap_scop: unknown key` (line and key when known). */
 export function formatIssue(issue: ConfIssue): string {
-  const where = issue.line !== undefined ? `${issue.file}:${issue.line}` : issue.file;
+  const where =
+    issue.line === undefined
+      ? issue.file
+      : issue.column !== undefined
+        ? `${issue.file}:${issue.line}:${issue.column}`
+        : `${issue.file}:${issue.line}`;
   // Messages quote values, and a value can be a URI with a password in it.
   const message = maskCredentials(issue.message);
   return issue.key !== undefined ? `${where}: ${issue.key}: ${message}` : `${where}: ${message}`;

@@ -5,10 +5,12 @@
 // Load comes from build/Release/saslauthd-loadgen (C, threads, one request per
 // connection as real clients do). BENCH_SECONDS sets the length of each run
 // (default 3; the yescrypt rows run at least 10), BENCH_REPEAT the runs per daemon and row (default 3, median
-// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,state,metrics,dovecot selects row groups. The state rows run
+// shown); BENCH_ROWS=crypt,shadow,cache,pam,idle,attack,state,metrics,dovecot,chain selects row groups. The state rows run
 // saslauthd-ts against itself with --state (a private redis-server on 127.0.0.1) and without; the dovecot
 // rows run the same daemon through its two doors: the Dovecot socket (--dovecot-socket), one persistent
-// connection per client as Postfix keeps one per smtpd process, against mux, one connection per request.
+// connection per client as Postfix keeps one per smtpd process, against mux, one connection per request. The
+// chain rows run -a shadow,ldap against a private slapd for a user only in LDAP (shadow misses, ldap answers)
+// beside its two parts alone: the chain should cost at most their sum, plus 5 %.
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,11 +24,12 @@ import { createUser, removeAllUsers } from '../helpers/users';
 import { childPids, groupPids } from '../helpers/procs';
 import { makeKeyFile, startRedis } from '../helpers/redis';
 import { scrape } from '../helpers/metrics';
+import { PEOPLE, startSlapd, USERS } from '../helpers/slapd';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** Runs per daemon and row, alternating; the row shows the median run (by req/s). */
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 3));
-const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,state,metrics,dovecot').split(','));
+const GROUPS = new Set((process.env.BENCH_ROWS ?? 'crypt,shadow,cache,pam,idle,attack,state,metrics,dovecot,chain').split(','));
 const CYRUS = '/usr/sbin/saslauthd';
 const LOADGEN = path.join(ROOT, 'build', 'Release', 'saslauthd-loadgen');
 const haveCyrus = fs.existsSync(CYRUS);
@@ -419,6 +422,57 @@ async function metricsRows(rows: Array<[string, string[], string[]]>): Promise<v
 }
 
 /**
+ * A two-mechanism chain whose first mechanism misses (-a shadow,ldap, a user
+ * only in LDAP: shadow hashes against its dummy hash and says Invalid
+ * username, then ldap binds) against each part alone: shadow for an unknown
+ * user, ldap for the same user. Runs alternate; medians of REPEAT runs. The
+ * chain should cost at most the sum of its parts (latency at C=1, CPU per
+ * request), plus at most 5 %.
+ */
+async function chainRows(): Promise<void> {
+  const slapd = await startSlapd();
+  try {
+    const conf = path.join(slapd.dir, 'bench-ldap.conf');
+    fs.writeFileSync(conf, `ldap_servers: ${slapd.ldapUrl}\nldap_search_base: ${PEOPLE}\nldap_filter: (uid=%u)\n`);
+    const u = USERS.alice;
+    const parts: Array<[string, string[]]> = [
+      ['shadow alone (unknown user)', ['-a', 'shadow']],
+      ['ldap alone', ['-a', 'ldap', '-O', conf]],
+      ['chain shadow,ldap (shadow misses)', ['-a', 'shadow,ldap', '-O', conf]],
+    ];
+    console.log(
+      `\na chain whose first mechanism misses, against its parts alone (median of ${REPEAT} runs of ${SECONDS} s, alternating)`,
+    );
+    console.log(`${'row'.padEnd(38)} | req/s  p50 ms  p99 ms  ok/no/err  CPU us/req`);
+    for (const c of [1, 8]) {
+      const load = ['-c', String(c), '-u', u.uid, '-p', u.password];
+      const runs = parts.map((): Measured[] => []);
+      for (let i = 0; i < REPEAT; i++) {
+        const order = i % 2 === 0 ? [0, 1, 2] : [2, 1, 0];
+        for (const k of order) runs[k]?.push(await measure(() => startOurs(parts[k]?.[1] ?? []), load, SECONDS));
+      }
+      const [shadow, ldap, chain] = runs.map(median) as [Measured, Measured, Measured];
+      for (const [k, m] of [shadow, ldap, chain].entries()) {
+        console.log(
+          `${`${parts[k]?.[0] ?? ''} C=${c}`.padEnd(38)} | ${fmt(m.rps).padStart(7)} ${fmt(m.p50_ms, 2).padStart(7)} ${fmt(m.p99_ms, 2).padStart(7)} ${fmt(m.ok).padStart(6)}/${fmt(m.no)}/${fmt(m.errors)} ${fmt(m.cpuUs).padStart(7)}`,
+        );
+      }
+      const latency = (chain.p50_ms / (shadow.p50_ms + ldap.p50_ms)) * 100;
+      const cpu = (chain.cpuUs / (shadow.cpuUs + ldap.cpuUs)) * 100;
+      // Saturated (C=8), latency is mostly queueing: compare throughput with
+      // what doing both parts' work per request would allow.
+      const sumRps = 1 / (1 / shadow.rps + 1 / ldap.rps);
+      console.log(
+        `  chain / (shadow + ldap): p50 ${fmt(latency, 1)} %, CPU per request ${fmt(cpu, 1)} %, ` +
+          `req/s ${fmt((chain.rps / sumRps) * 100, 1)} % of the parts' combined rate (target: cost at most 105 %)`,
+      );
+    }
+  } finally {
+    await slapd.cleanup();
+  }
+}
+
+/**
  * The two doors of one daemon on the same mechanism and load: the Dovecot
  * socket with a persistent connection per client (what Postfix's Dovecot
  * client keeps), against mux with a connection per request (what libsasl
@@ -582,6 +636,7 @@ async function main(): Promise<void> {
       }
       await dovecotRows(rowsToRun);
     }
+    if (GROUPS.has('chain')) await chainRows();
     const idle = await startOurs(['-a', 'shadow']);
     await sleep(500);
     console.log(`\nsaslauthd-ts idle RSS: ${fmt(rssMb(idle.pids()), 1)} MB`);

@@ -61,6 +61,31 @@ describe('saslauthd-ts command line', () => {
     assert.match(r.stderr, /sasldb is a Cyrus mechanism that saslauthd-ts does not implement/);
   });
 
+  test('--routes together with -a is a startup error, exit 1', async () => {
+    const dir = tmp();
+    const routes = path.join(dir, 'routes');
+    fs.writeFileSync(routes, '* shadow\n');
+    const r = await runTool(node, [DAEMON_BIN, '-f', '--routes', routes, '-a', 'shadow', '-m', dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--routes and -a cannot be used together/);
+  });
+
+  test('an invalid routes file stops the start with its line and column, exit 1', async () => {
+    const dir = tmp();
+    const routes = path.join(dir, 'routes');
+    fs.writeFileSync(routes, '-  shadow\nexample.org  ldpa\n');
+    const r = await runTool(node, [DAEMON_BIN, '-f', '--routes', routes, '-m', dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`${routes}:2:14: unknown mechanism 'ldpa'`));
+    assert.equal(fs.existsSync(path.join(dir, 'mux')), false);
+  });
+
+  test('a chain that -O cannot serve is a startup error naming --routes', async () => {
+    const r = await runTool(node, [DAEMON_BIN, '-f', '-a', 'ldap,rimap', '-O', 'x', '-m', tmp()]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /both take an option .*use --routes/);
+  });
+
   test('-a is case-insensitive, as in Cyrus', async () => {
     const d = await startDaemon({ args: ['-a', 'SHADOW'] });
     assert.equal(await d.stop(), 0);

@@ -7,7 +7,7 @@
 // weaker transport than the one it came from: the password goes where it points.
 import { type Entry, type Filter, FilterParser, NoSuchObjectError, ResultCodeError } from 'ldapts';
 import { maskCredentials } from '../../log/redact';
-import { denied, type Outcome, unavailable } from '../backend';
+import { denied, notFound, type Outcome, unavailable } from '../backend';
 import { type LdapServer, parseServerUri, type Scope } from './config';
 import { type LdapConnection, type Transport, transportOf } from './connection';
 import { describeResult } from './errors';
@@ -175,7 +175,7 @@ export async function findUser(s: LdapSession, conn: LdapConnection, attributes:
     }
   }
 
-  if (found.length === 0) return { outcome: denied('NO', 'User not found') };
+  if (found.length === 0) return { outcome: notFound('NO', 'User not found') };
   if (found.length > 1)
     return { outcome: denied('NO', `User not found (more than one entry matches ${filterText}; exactly one is required)`) };
   const only = found[0] as { entry: Entry; conn: LdapConnection };

@@ -317,3 +317,57 @@ test('stopping releases the answers held back at once', async () => {
   a.releaseHolds();
   assert.equal(await held, 'NO Incorrect password');
 });
+
+test('the result line names the mechanism that answered and the route taken', async () => {
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const b: Backend = {
+    name: 'routes',
+    refusalText: 'NO',
+    routeOf: () => 'ldap.test',
+    authenticate: async () => ({ ...denied('NO', 'Invalid password'), mech: 'ldap', route: 'ldap.test' }),
+  };
+  const a = new Authenticator({ backend: b, concatRealm: false, timeoutMs: 1000, log });
+  assert.equal(await ask(a, req('bob', 'x', 'smtp', 'ldap.test')), 'NO');
+  const line = lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('auth failure'));
+  assert.equal(
+    line?.msg,
+    'auth failure: [user=bob] [service=smtp] [realm=ldap.test] [mech=ldap] [route=ldap.test] [reason=Invalid password]',
+  );
+  assert.deepEqual([line?.mech, line?.route], ['ldap', 'ldap.test']);
+});
+
+test('a throttle refusal is answered with the refusal text of the route the realm takes', async () => {
+  let calls = 0;
+  const b: Backend = {
+    name: 'routes',
+    refusalText: 'NO',
+    refusalFor: (realm) => (realm === '' ? 'NO Incorrect password' : 'NO'),
+    authenticate: async (r) => {
+      calls++;
+      return denied(r.realm === '' ? 'NO Incorrect password' : 'NO');
+    },
+  };
+  const cfg: ThrottleConfig = { ...DEFAULT_THROTTLE, freeFailures: 1, refuseAfter: 2, delayMs: 1, maxDelayMs: 1 };
+  const store = new MemoryStore({
+    windowMs: cfg.windowMs,
+    knownGoodTtlMs: 86_400_000,
+    knownGoodMax: 1000,
+    trackedMax: 1000,
+    penaltyAfter: cfg.freeFailures,
+  });
+  const a = new Authenticator({
+    backend: b,
+    concatRealm: false,
+    timeoutMs: 1000,
+    log: silent,
+    throttle: new Throttle(cfg, store, silent),
+  });
+  for (const realm of ['', 'ldap.test']) {
+    const before = calls;
+    const answers: string[] = [];
+    for (let i = 0; i < 4; i++) answers.push(await ask(a, req('bob', `wrong${i}`, 'smtp', realm)));
+    assert.ok(calls - before < 4, 'some attempts were refused without the backend');
+    assert.deepEqual(new Set(answers), new Set([realm === '' ? 'NO Incorrect password' : 'NO']));
+  }
+});

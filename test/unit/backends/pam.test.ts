@@ -30,6 +30,8 @@ test('wrong credentials in pam_authenticate are NO PAM auth error, denied', () =
       kind: 'denied',
       text: 'NO PAM auth error',
       reason: 'PAM auth error',
+      // Only PAM_USER_UNKNOWN lets a chain ask its next mechanism.
+      ...(code === PamCode.USER_UNKNOWN ? { unknownUser: true } : {}),
     });
   }
 });

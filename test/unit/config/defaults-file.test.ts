@@ -155,3 +155,23 @@ describe('defaults file', () => {
     }
   });
 });
+
+describe('defaults file with chains and routes', () => {
+  test('MECHANISMS="shadow,ldap" is a chain passed as -a', () => {
+    const df = parseDefaultsText('MECHANISMS="shadow,ldap"\nMECH_OPTIONS="/etc/saslauthd.conf"\n', F);
+    const r = defaultsToArgs(df);
+    assert.deepEqual(r.issues, []);
+    assert.deepEqual(r.args.slice(0, 4), ['-a', 'shadow,ldap', '-O', '/etc/saslauthd.conf']);
+  });
+
+  test('an empty MECHANISMS is fine when OPTIONS gives --routes', () => {
+    assert.deepEqual(errors('MECHANISMS=""\nOPTIONS="-c --routes /etc/saslauthd-ts/routes"\n'), []);
+    const r = defaultsToArgs(parseDefaultsText('MECHANISMS=""\nOPTIONS="--routes /etc/saslauthd-ts/routes"\n', F));
+    assert.equal(r.args.includes('-a'), false);
+    assert.deepEqual(r.args.slice(-2), ['--routes', '/etc/saslauthd-ts/routes']);
+  });
+
+  test('mechanisms separated by blanks point to the comma chain and to --routes', () => {
+    assert.match(errors('MECHANISMS="shadow ldap"\n').join('\n'), /MECHANISMS="shadow,ldap".*--routes FILE/);
+  });
+});
