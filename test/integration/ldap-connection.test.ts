@@ -141,8 +141,12 @@ describe('a directory that streams an endless response', () => {
           const r = await d.explain('alice', USERS.alice.password);
           assert.deepEqual([r.reply, r.result], ['NO', 'unavailable']);
         }
+        // Unbounded, each request would hold what the server sends before its
+        // own cap (64 MB), 640 MB over ten. The bound leaves room for V8
+        // sizing its heap up, in steps of tens of MB, which a run can meet
+        // here: 32 MB was passed once (40 MB) in several runs.
         const grown = rss(pid) - rssBefore;
-        assert.ok(grown < SAFETY_CAP_BYTES / 2, `the daemon grew by ${grown} bytes over ten requests`);
+        assert.ok(grown < SAFETY_CAP_BYTES, `the daemon grew by ${grown} bytes over ten requests`);
         // Every connection was closed by us, long before the server's own cap.
         await until(() => hostile.closedByClient() === hostile.accepted(), 'the daemon to close every connection');
         for (const n of hostile.written()) assert.ok(n < SAFETY_CAP_BYTES, `${n} bytes were accepted on one connection`);
