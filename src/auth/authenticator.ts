@@ -139,7 +139,7 @@ export class Authenticator {
         // Answered within this call, in well under a microsecond: counted as
         // 0 s rather than paying two clock reads, the bulk of counting's cost.
         this.metrics.cacheHit();
-        this.metrics.request('ok', 0);
+        this.metrics.request('ok', 0, undefined, this.backend.routeOf?.(x.realm));
       }
       if (this.resultLog.isLevelEnabled('debug')) {
         this.logCached({ login, service: x.service, realm: x.realm, clientAddr: x.clientAddr }, 'auth success (cached)', 'debug');
@@ -150,7 +150,7 @@ export class Authenticator {
     this.run(x, login, cacheId)
       .catch((err: unknown) => {
         this.log.error({ err }, 'internal error while authenticating');
-        this.metrics?.request('unavailable', 0);
+        this.metrics?.request('unavailable', 0, undefined, this.backend.routeOf?.(x.realm));
         x.answer('NO internal mechanism failure', 'unavailable');
       })
       .finally(() => this.active--);
@@ -168,7 +168,7 @@ export class Authenticator {
       x.answer('OK', 'ok');
       if (this.metrics !== undefined) {
         this.metrics.cacheHit();
-        this.metrics.request('ok', performance.now() - started);
+        this.metrics.request('ok', performance.now() - started, undefined, this.backend.routeOf?.(x.realm));
       }
       return;
     }
@@ -186,7 +186,7 @@ export class Authenticator {
         reason: `refused without asking the mechanism: ${adm.reason}`,
       };
       const ms = performance.now() - started;
-      this.metrics?.request('refused', ms);
+      this.metrics?.request('refused', ms, undefined, this.backend.routeOf?.(x.realm));
       this.logOutcome(subject, outcome, ms, 'refused');
       await this.holds.wait(adm.delayMs);
       x.answer(outcome.text, outcome.kind);
@@ -241,7 +241,7 @@ export class Authenticator {
           // The client is told OK: counted as ok (and as an outage answer), not as the outage.
           if (this.metrics !== undefined) {
             this.metrics.cacheHit(true);
-            this.metrics.request('ok', ms);
+            this.metrics.request('ok', ms, undefined, outcome.route ?? this.backend.routeOf?.(x.realm));
           }
           this.logOutcome(subject, outcome, ms);
           this.logCached(subject, 'auth success (cached, mechanism unavailable)', 'info');
@@ -255,7 +255,7 @@ export class Authenticator {
     }
 
     const ms = performance.now() - started;
-    this.metrics?.request(outcome.ok ? 'ok' : outcome.kind, ms);
+    this.metrics?.request(outcome.ok ? 'ok' : outcome.kind, ms, outcome.mech, outcome.route ?? this.backend.routeOf?.(x.realm));
     this.logOutcome(subject, outcome, ms);
     if (outcome.answered) return;
     await this.holds.wait(holdMs);

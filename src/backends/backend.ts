@@ -136,6 +136,8 @@ export function droppedCode(err: unknown): 'ESHED' | 'ETIMEDOUT' | undefined {
 export interface ServerState {
   name: string;
   up: boolean;
+  /** The mechanism it serves, when the daemon runs several (chains, routes). */
+  mech?: string;
 }
 
 export interface Backend {

@@ -65,6 +65,6 @@ export function createChain(
 /** The servers of several mechanism instances, for the metrics and the status line. */
 export function serversOf(instances: Iterable<Backend>): ServerState[] {
   const out: ServerState[] = [];
-  for (const b of instances) out.push(...(b.servers?.() ?? []));
+  for (const b of instances) for (const s of b.servers?.() ?? []) out.push({ ...s, mech: b.name });
   return out;
 }

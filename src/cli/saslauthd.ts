@@ -34,7 +34,7 @@ import { describeAddress } from '../metrics/address';
 import { MetricsServer } from '../metrics/http';
 import { registerProcessMetrics, type ProcessMetrics } from '../metrics/process';
 import { merge, Registry, render, type Snapshot } from '../metrics/registry';
-import { ServiceMetrics } from '../metrics/service';
+import { type Labelling, ServiceMetrics } from '../metrics/service';
 import { StatusLine } from '../metrics/status';
 import { ensureRunDir } from '../server/run-dir';
 import {
@@ -171,6 +171,12 @@ interface Service {
  * endpoint, or systemd's status line (NOTIFY_SOCKET). Otherwise the request
  * path is exactly what it was without them.
  */
+/** One mechanism counts under its name; chains and routes under the mechanism that answered (and the route). */
+function metricsLabelling(opts: DaemonOptions): Labelling {
+  if (opts.routesFile !== undefined) return 'routes';
+  return opts.mech.includes(',') ? 'chain' : 'one';
+}
+
 function countRequests(opts: DaemonOptions): boolean {
   return opts.metrics !== undefined || (process.env.NOTIFY_SOCKET ?? '') !== '';
 }
@@ -354,7 +360,7 @@ async function serve(
   sharedState?.start();
   const throttle = made?.throttle;
   throttle?.start();
-  const metrics = countRequests(opts) ? new ServiceMetrics(opts.mech, opts.cache) : undefined;
+  const metrics = countRequests(opts) ? new ServiceMetrics(opts.mech, opts.cache, undefined, metricsLabelling(opts)) : undefined;
   const failureLines = new FailureLines(logger.resultLog, {
     perLogin: opts.failureLinesPerLogin,
     perSecond: opts.failureLinesPerSecond,

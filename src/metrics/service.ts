@@ -9,7 +9,7 @@ import type { Backend } from '../backends/backend';
 import type { PoolStats } from '../native/binding';
 import type { SharedStateStats } from '../state/redis';
 import { VERSION } from '../config/options';
-import { type CounterChild, type HistogramChild, Registry } from './registry';
+import { type Counter, type CounterChild, type Histogram, type HistogramChild, Registry } from './registry';
 
 /** What a request ended as: a backend outcome, a throttle decision, or a broken frame. */
 export const RESULTS = ['ok', 'denied', 'unavailable', 'timeout', 'shed', 'refused', 'protocol_error'] as const;
@@ -41,9 +41,26 @@ interface PerResult {
   seconds: HistogramChild | undefined;
 }
 
+/**
+ * How requests are labelled. one: by the daemon's one mechanism (-a NAME).
+ * chain (-a a,b) and routes (--routes): by the mechanism that answered,
+ * "none" when none was asked (a cache hit, a throttle refusal, a realm with
+ * no route), and with routes also by the route taken.
+ */
+export type Labelling = 'one' | 'chain' | 'routes';
+
+/** The mech label of a request no mechanism answered (chains and routes). */
+export const NO_MECH = 'none';
+
 export class ServiceMetrics {
   readonly registry: Registry;
-  private readonly byResult: Record<Result, PerResult>;
+  /** One mechanism: its children, made at start (at 0). */
+  private readonly byResult: Record<Result, PerResult> | undefined;
+  private readonly protocolErrors: CounterChild;
+  /** chain, routes: the children of each (route, answering mechanism), made on first use. */
+  private readonly byAnswerer = new Map<string, Record<Result, PerResult>>();
+  private readonly requests: Counter;
+  private readonly duration: Histogram;
   private readonly protocol: Record<ProtocolError, CounterChild>;
   private readonly hits: CounterChild | undefined;
   private readonly misses: CounterChild | undefined;
@@ -54,26 +71,29 @@ export class ServiceMetrics {
     /** -c: the cache's counters exist only with the cache. */
     cache: boolean,
     registry = new Registry(),
+    readonly labelling: Labelling = 'one',
   ) {
     this.registry = registry;
+    const split = labelling !== 'one';
     const r = registry;
+    const by = split ? ', by the mechanism that answered (none: a cache hit, a refusal, no route)' : ' and by mechanism';
+    const route = labelling === 'routes' ? ' and route' : '';
     const requests = r.counter(
       'saslauthd_requests_total',
-      'Requests answered, by mechanism and result: ok, denied, unavailable, timeout, shed, refused (throttle), protocol_error.',
+      `Requests answered${by}${route}, and by result: ok, denied, unavailable, timeout, shed, refused (throttle), protocol_error.`,
     );
     const duration = r.histogram(
       'saslauthd_request_duration_seconds',
-      'Time from a whole request to its outcome, by mechanism and result (throttle hold-back delays excluded).',
+      `Time from a whole request to its outcome${by}${route}, and by result (throttle hold-back delays excluded).`,
       DURATION_BUCKETS,
     );
-    const entries = RESULTS.map((result): [Result, PerResult] => [
-      result,
-      {
-        count: requests.child({ mech, result }),
-        seconds: result === 'protocol_error' ? undefined : duration.child({ mech, result }),
-      },
-    ]);
-    this.byResult = Object.fromEntries(entries) as Record<Result, PerResult>;
+    this.requests = requests;
+    this.duration = duration;
+    // One mechanism: its children exist from the start, at 0. Chains and
+    // routes: a broken frame has no mechanism and no route; the rest are
+    // made in byAnswerer as they come.
+    this.byResult = split ? undefined : this.perResult({ mech });
+    this.protocolErrors = this.byResult?.protocol_error.count ?? requests.child({ mech: NO_MECH, result: 'protocol_error' });
     const protocol = r.counter('saslauthd_protocol_errors_total', 'Frames that never became a request, by reason.');
     this.protocol = Object.fromEntries(PROTOCOL_ERRORS.map((reason) => [reason, protocol.child({ reason })])) as Record<
       ProtocolError,
@@ -96,16 +116,45 @@ export class ServiceMetrics {
       .set(1);
   }
 
-  /** One request's end: counted once, with its duration. The hot path: two field updates. */
-  request(result: Result, durationMs: number): void {
-    const e = this.byResult[result];
+  private perResult(labels: Record<string, string>): Record<Result, PerResult> {
+    // Chains and routes count every broken frame in one child (no mechanism, no route).
+    const shared = this.protocolErrors as CounterChild | undefined;
+    const entries = RESULTS.map((result): [Result, PerResult] => [
+      result,
+      {
+        count: result === 'protocol_error' && shared !== undefined ? shared : this.requests.child({ ...labels, result }),
+        seconds: result === 'protocol_error' ? undefined : this.duration.child({ ...labels, result }),
+      },
+    ]);
+    return Object.fromEntries(entries) as Record<Result, PerResult>;
+  }
+
+  /**
+   * One request's end: counted once, with its duration. The hot path: two
+   * field updates (one mechanism), plus a map look-up with chains and routes.
+   * mech: the mechanism that answered; route: the route taken (--routes).
+   */
+  request(result: Result, durationMs: number, mech?: string, route?: string): void {
+    const e = (this.byResult ?? this.answerer(mech, route))[result];
     e.count.inc();
     e.seconds?.observe(durationMs / 1000);
   }
 
+  private answerer(mech: string | undefined, route: string | undefined): Record<Result, PerResult> {
+    const m = mech ?? NO_MECH;
+    const r = this.labelling === 'routes' ? (route ?? '(none)') : undefined;
+    const key = r === undefined ? m : `${r}\0${m}`;
+    let e = this.byAnswerer.get(key);
+    if (e === undefined) {
+      e = this.perResult(r === undefined ? { mech: m } : { mech: m, route: r });
+      this.byAnswerer.set(key, e);
+    }
+    return e;
+  }
+
   protocolError(reason: ProtocolError): void {
     this.protocol[reason].inc();
-    this.byResult.protocol_error.count.inc();
+    this.protocolErrors.inc();
   }
 
   cacheHit(duringOutage = false): void {
@@ -119,7 +168,12 @@ export class ServiceMetrics {
 
   /** Requests by result so far (the status line). */
   totals(): Record<Result, number> {
-    return Object.fromEntries(RESULTS.map((r) => [r, this.byResult[r].count.value])) as Record<Result, number>;
+    const sum = (r: Result): number => {
+      let n = r === 'protocol_error' ? this.protocolErrors.value : (this.byResult?.[r].count.value ?? 0);
+      for (const e of this.byAnswerer.values()) if (r !== 'protocol_error') n += e[r].count.value;
+      return n;
+    };
+    return Object.fromEntries(RESULTS.map((r) => [r, sum(r)])) as Record<Result, number>;
   }
 
   /** The gauges read at scrape time. */
@@ -224,10 +278,17 @@ export class ServiceMetrics {
         'min',
       );
       const servers = backend.servers.bind(backend);
+      const seen = new Set<unknown>();
       r.onCollect(() => {
         // The list can change on SIGHUP: rebuilt at each scrape (a few servers at most).
         up.clear();
-        for (const s of servers()) up.child({ mech, server: s.name }).set(s.up ? 1 : 0);
+        for (const s of servers()) {
+          // Two routes may name one server (two search bases): up only if up for both.
+          const child = up.child({ mech: s.mech ?? mech, server: s.name });
+          child.set(seen.has(child) ? Math.min(child.value, s.up ? 1 : 0) : s.up ? 1 : 0);
+          seen.add(child);
+        }
+        seen.clear();
       });
     }
   }

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
+import { lastResult as lastResultOf } from '../helpers/result-lines';
 import { startSlapd, type Slapd, USERS, PEOPLE } from '../helpers/slapd';
 import { createUser, removeAllUsers, userName, type TestUser } from '../helpers/users';
 import { testsaslauthd, OK_LINE, NO_LINE } from '../helpers/testsaslauthd';
@@ -26,23 +27,7 @@ const searchesFor = (uid: string): number =>
     .split('\n')
     .filter((l) => l.includes(`filter="(uid=${uid})"`)).length;
 
-/** The JSON result lines the daemon logged for this user. */
-function resultLines(user: string): Array<Record<string, unknown>> {
-  return d
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((o) => o.user === user && typeof o.result === 'string');
-}
-
-/** The last result line for this user with this result, waiting for it (the line may follow the answer). */
-async function lastResult(user: string, result: string): Promise<Record<string, unknown> | undefined> {
-  await d.waitForLog(new RegExp(`"user":"${user}".*"result":"${result}"`));
-  return resultLines(user)
-    .filter((o) => o.result === result)
-    .at(-1);
-}
+const lastResult = (user: string, result: string): Promise<Record<string, unknown> | undefined> => lastResultOf(d, user, result);
 
 const ask = (login: string, password: string): Promise<string> =>
   sendRequest(d.socketPath, { login, password, service: 'smtp', realm: '' });

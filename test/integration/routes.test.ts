@@ -4,12 +4,16 @@
 // Each realm authenticates its own users; a user sent with another realm's
 // name gets NO, and his own backend never sees the request (slapd's -d stats
 // log, Dovecot's auth_verbose log).
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
-import { startSlapd, type Slapd, USERS, PEOPLE, REMOTE_BASE_DN } from '../helpers/slapd';
+import { lastResult as lastResultOf, resultLines as resultLinesOf } from '../helpers/result-lines';
+import { bindsAs, startSlapd, type Slapd, USERS, PEOPLE, REMOTE_BASE_DN } from '../helpers/slapd';
+import { DovecotAuthClient } from '../helpers/dovecot-auth-client';
+import { scrape } from '../helpers/metrics';
 import { startDovecot, type Dovecot } from '../helpers/dovecot';
 import { createUser, removeAllUsers, userName, type TestUser } from '../helpers/users';
 import { assertNoSecrets } from '../helpers/ldap';
@@ -39,22 +43,7 @@ const dovecotSaw = (login: string): number =>
     .split('\n')
     .filter((l) => l.includes(login)).length;
 
-function resultLines(user: string): Array<Record<string, unknown>> {
-  return d
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((o) => o.user === user && typeof o.result === 'string');
-}
-
-/** The last result line for this user with this result, waiting for it (the line may follow the answer). */
-async function lastResult(user: string, result: string): Promise<Record<string, unknown> | undefined> {
-  await d.waitForLog(new RegExp(`"user":"${user}".*"result":"${result}"`));
-  return resultLines(user)
-    .filter((o) => o.result === result)
-    .at(-1);
-}
+const lastResult = (user: string, result: string): Promise<Record<string, unknown> | undefined> => lastResultOf(d, user, result);
 
 const ask = (login: string, password: string, realm: string, service = 'smtp'): Promise<string> =>
   sendRequest(d.socketPath, { login, password, service, realm }, 20_000);
@@ -167,4 +156,140 @@ test('a realm with no route gets NO and a log line naming the realm', async () =
 
 test('no password reaches the log', () => {
   assertNoSecrets(d.output(), [sys.password, WRONG, IMAP_USER.password]);
+});
+
+// The same routes behind both doors (mux and Dovecot's auth protocol, as
+// Postfix's smtpd_sasl_type dovecot speaks it), with two worker processes,
+// the throttle on (its defaults, but quicker to reach) and --metrics.
+describe('routes through the Dovecot door, with --workers 2, the throttle and --metrics', () => {
+  let d2: RunningDaemon;
+  let dir: string;
+  let metricsSock: string;
+  let door: DovecotAuthClient;
+  const BURST = 12;
+  const REFUSE_AFTER = 4;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-door-'));
+    metricsSock = path.join(dir, 'metrics');
+    d2 = await startDaemon({
+      args: [
+        '--routes',
+        routes,
+        '--workers',
+        '2',
+        '--metrics',
+        metricsSock,
+        '-V',
+        '--auth-timeout',
+        '10',
+        '--throttle-free',
+        '2',
+        '--throttle-delay',
+        '50',
+        '--throttle-max-delay',
+        '100',
+        '--throttle-refuse',
+        String(REFUSE_AFTER),
+      ],
+      dovecotSocket: path.join(dir, 'auth'),
+    });
+    door = await DovecotAuthClient.connect(path.join(dir, 'auth'));
+  });
+
+  after(async () => {
+    door?.destroy();
+    await d2?.stop();
+    if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const ask2 = (login: string, password: string, realm: string, service = 'smtp'): Promise<string> =>
+    sendRequest(d2.socketPath, { login, password, service, realm }, 20_000);
+
+  test('every realm authenticates its own users through the Dovecot door, and the others get FAIL', async () => {
+    const ok = async (user: string, password: string): Promise<void> => {
+      const r = await door.plain(user, password, { rip: '192.0.2.7' });
+      assert.equal(r.kind, 'OK', `${user}: ${r.line}`);
+    };
+    const fail = async (user: string, password: string): Promise<void> => {
+      const r = await door.plain(user, password, { rip: '192.0.2.7' });
+      assert.equal(r.kind, 'FAIL', `${user}: ${r.line}`);
+      assert.ok(!r.flags.includes('temp'), `${user}: a refusal, not an outage: ${r.line}`);
+    };
+    await ok(sys.name, sys.password);
+    await ok(`${USERS.alice.uid}@ldap.test`, USERS.alice.password);
+    await ok(`${IMAP_USER.name}@imap.test`, IMAP_USER.password);
+    await ok(`${USERS.remy.uid}@eu.corp.test`, USERS.remy.password);
+    const remyAtA = searchesFor(ldapB, USERS.remy.uid);
+    await fail(`${USERS.remy.uid}@ldap.test`, USERS.remy.password);
+    await fail(`${USERS.alice.uid}@nowhere.test`, USERS.alice.password);
+    await fail(`${USERS.alice.uid}@ldap.test`, WRONG);
+    assert.equal(searchesFor(ldapB, USERS.remy.uid), remyAtA, 'remy@ldap.test never reached the corp.test slapd');
+    const line = await lastResultOf(d2, USERS.alice.uid, 'ok');
+    assert.deepEqual([line?.mech, line?.route, line?.remote], ['ldap', 'ldap.test', '192.0.2.7']);
+  });
+
+  test("a wrong-password burst on one route is throttled: the directory sees a few binds, the refusals speak each route's text, the known-good password still passes", async () => {
+    const { bob } = USERS;
+    assert.equal(await ask2(bob.uid, bob.password, 'ldap.test'), 'OK', 'bob is known-good before the burst');
+    assert.equal(await ask2(sys.name, sys.password, ''), 'OK');
+    const binds = (): number => bindsAs(ldapA.output(), bob.dn);
+    const before = binds();
+    const ldapAnswers: string[] = [];
+    const shadowAnswers: string[] = [];
+    for (let i = 0; i < BURST; i++) {
+      ldapAnswers.push(await ask2(bob.uid, `${WRONG}-${i}`, 'ldap.test'));
+      shadowAnswers.push(await ask2(sys.name, `${WRONG}-${i}`, ''));
+    }
+    // Each route refuses with its own mechanism's wrong-password text: the bytes never tell.
+    assert.deepEqual(new Set(ldapAnswers), new Set(['NO']));
+    assert.deepEqual(new Set(shadowAnswers), new Set(['NO Incorrect password']));
+    const wrongBinds = binds() - before;
+    assert.ok(wrongBinds >= REFUSE_AFTER - 1, `the first wrong passwords were checked (${wrongBinds} binds)`);
+    assert.ok(
+      wrongBinds <= REFUSE_AFTER + 1,
+      `${BURST} wrong passwords, ${wrongBinds} binds: past ${REFUSE_AFTER} they are refused unchecked`,
+    );
+    assert.ok(
+      resultLinesOf(d2, bob.uid).some((o) => o.result === 'refused' && o.route === 'ldap.test'),
+      'a refusal logged with its route',
+    );
+    assert.ok(resultLinesOf(d2, sys.name).some((o) => o.result === 'refused' && o.route === '-'));
+    // Known-good credentials still pass, through the cool-off.
+    assert.equal(await ask2(bob.uid, bob.password, 'ldap.test'), 'OK');
+    assert.equal(await ask2(sys.name, sys.password, ''), 'OK');
+    // Another realm's users are not slowed by it.
+    assert.equal(await ask2(USERS.remy.uid, USERS.remy.password, 'eu.corp.test'), 'OK');
+  });
+
+  test('the metrics count each request by the mechanism that answered and the route it took', async () => {
+    const s = await scrape({ socketPath: metricsSock });
+    const n = (labels: string): number => s.samples.get(`saslauthd_requests_total{${labels}}`) ?? 0;
+    // Door: sys, alice, ivan, remy OK; remy@ldap.test (ldap: User not found), alice wrong; nowhere.test unrouted.
+    // Mux: bob OK twice, sys OK twice, remy OK; then the burst.
+    assert.equal(n('mech="shadow",route="-",result="ok"'), 3);
+    assert.equal(n('mech="ldap",route="ldap.test",result="ok"'), 3);
+    assert.equal(n('mech="rimap",route="imap.test",result="ok"'), 1);
+    assert.equal(n('mech="ldap",route="*.corp.test",result="ok"'), 2);
+    assert.equal(n('mech="none",route="(none)",result="denied"'), 1, 'the unrouted realm');
+    const refused = n('mech="none",route="ldap.test",result="refused"');
+    const deniedLdap = n('mech="ldap",route="ldap.test",result="denied"');
+    assert.equal(deniedLdap + refused, 2 + BURST, 'every denial on ldap.test, checked or refused');
+    assert.ok(refused >= BURST - REFUSE_AFTER - 1, `${refused} refused unchecked`);
+    const refusedShadow = n('mech="none",route="-",result="refused"');
+    assert.equal(n('mech="shadow",route="-",result="denied"') + refusedShadow, BURST);
+    assert.ok(refusedShadow > 0);
+    // Nothing counted under the old single label, and the servers are named by their own mechanism.
+    assert.equal(n('mech="routes",result="ok"'), 0);
+    const up = [...s.samples].filter(([k]) => k.startsWith('saslauthd_backend_up{'));
+    assert.deepEqual(
+      up.map(([k, v]) => `${/mech="(\w+)"/.exec(k)?.[1]} ${v}`).sort(),
+      ['ldap 1', 'ldap 1', 'rimap 1'],
+      'two slapds and a Dovecot, each named by its own mechanism',
+    );
+    assert.ok(up.some(([k]) => k.includes(`:${dovecot.imapPort}`)));
+    const requests = [...s.samples.entries()].filter(([k]) => k.startsWith('saslauthd_requests_total{'));
+    const total = requests.reduce((a, [, v]) => a + v, 0);
+    assert.equal(total, 7 + 5 + 2 * BURST, 'every request counted once');
+  });
 });
