@@ -5,7 +5,7 @@
  *
  *   saslauthd-loadgen -s SOCKET -c CONC -d SECONDS -u USER -p PASS
  *                     [-S service] [-r realm] [-i IDLE] [-w WRONG -W WRONGPASS]
- *                     [-m guess|spray] [-P dovecot]
+ *                     [-m guess|spray] [-P dovecot] [-g GAP_US]
  *
  * -P dovecot: the socket speaks Dovecot's auth protocol (--dovecot-socket), as
  *    Postfix's smtpd_sasl_type = dovecot does: each thread keeps one
@@ -16,6 +16,9 @@
  * -w WRONG: WRONG extra threads keep sending WRONGPASS (not measured).
  * -m guess: every request carries a new password (PASS-<thread>-<n>), as a
  *    guesser's do; -m spray: a new login every time (USER<thread>x<n>).
+ * -g GAP_US: each measured thread waits GAP_US microseconds after each answer
+ *    before its next request, as a client whose requests come spaced (a
+ *    mechanism asked only after another one's work).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -63,6 +66,7 @@ static const char* g_socket;
 static int g_dovecot;
 static const char *g_user, *g_pass, *g_service, *g_realm;
 static volatile int g_stop;
+static useconds_t g_gap_us;
 static struct timeval g_io_timeout = {30, 0};
 
 static uint64_t now_us(void) {
@@ -263,6 +267,7 @@ static void* run(void* arg) {
       w->lat[w->n - 1] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
     }
     if (r < 0) usleep(1000); /* daemon gone or backlog full: don't spin */
+    else if (g_gap_us > 0 && w->measured) usleep(g_gap_us);
   }
   dovecot_close(&w->dc);
   return NULL;
@@ -278,7 +283,7 @@ int main(int argc, char** argv) {
   double secs = 5;
   const char *user = NULL, *pass = NULL, *wpass = "wrong-password", *service = "smtp", *realm = "";
   int opt;
-  while ((opt = getopt(argc, argv, "s:c:d:u:p:S:r:i:w:W:m:P:")) != -1) {
+  while ((opt = getopt(argc, argv, "s:c:d:u:p:S:r:i:w:W:m:P:g:")) != -1) {
     switch (opt) {
       case 's': g_socket = optarg; break;
       case 'c': conc = atoi(optarg); break;
@@ -291,9 +296,10 @@ int main(int argc, char** argv) {
       case 'w': wrong = atoi(optarg); break;
       case 'W': wpass = optarg; break;
       case 'm': mode = strcmp(optarg, "guess") == 0 ? GUESS : strcmp(optarg, "spray") == 0 ? SPRAY : -1; break;
+      case 'g': g_gap_us = (useconds_t)atoi(optarg); break;
       case 'P': g_dovecot = strcmp(optarg, "dovecot") == 0 ? 1 : -1; break;
       default:
-        fprintf(stderr, "usage: %s -s socket -c conc -d secs -u user -p pass [-S svc] [-r realm] [-i idle] [-w n -W pass] [-m guess|spray] [-P dovecot]\n", argv[0]);
+        fprintf(stderr, "usage: %s -s socket -c conc -d secs -u user -p pass [-S svc] [-r realm] [-i idle] [-w n -W pass] [-m guess|spray] [-P dovecot] [-g gap_us]\n", argv[0]);
         return 1;
     }
   }
