@@ -5,18 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { runCheck } from '../../../src/config/check';
-
-function capture(): { write(s: string): boolean; text: () => string } {
-  let buf = '';
-  return {
-    write(s: string) {
-      buf += s;
-      return true;
-    },
-    text: () => buf,
-  };
-}
+import { type CheckRun, checkRun } from '../../helpers/check-run';
 
 describe('--check --routes', () => {
   let dir: string;
@@ -25,12 +14,7 @@ describe('--check --routes', () => {
     fs.writeFileSync(p, text);
     return p;
   };
-  const check = (argv: string[]): { code: number; out: string; err: string } => {
-    const out = capture();
-    const err = capture();
-    const code = runCheck(['--check', '-m', dir, ...argv], out, err, { shadowFile: '/etc/shadow' });
-    return { code, out: out.text(), err: err.text() };
-  };
+  const check = (argv: string[]): CheckRun => checkRun(['-m', dir, ...argv], { shadowFile: '/etc/shadow' });
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'check-routes-'));
@@ -88,13 +72,11 @@ describe('--check -a with a chain', () => {
     try {
       const conf = path.join(dir, 'ldap.conf');
       fs.writeFileSync(conf, 'ldap_servers: ldap://127.0.0.1:1389/\nldap_search_base: dc=example,dc=org\n');
-      const out = capture();
-      const err = capture();
-      const code = runCheck(['--check', '-m', dir, '-a', 'shadow,ldap', '-O', conf], out, err, { shadowFile: '/etc/shadow' });
-      assert.equal(code, 0, err.text());
-      assert.match(out.text(), /mechanism chain \(-a\) +shadow,ldap/);
-      assert.match(out.text(), new RegExp(`ldap config file +${conf}`));
-      assert.doesNotMatch(err.text(), /shadow ignores the mechanism option/);
+      const r = checkRun(['-m', dir, '-a', 'shadow,ldap', '-O', conf], { shadowFile: '/etc/shadow' });
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /mechanism chain \(-a\) +shadow,ldap/);
+      assert.match(r.out, new RegExp(`ldap config file +${conf}`));
+      assert.doesNotMatch(r.err, /shadow ignores the mechanism option/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

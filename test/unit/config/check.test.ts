@@ -5,21 +5,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkConfiguration, runCheck } from '../../../src/config/check';
+import { checkConfiguration } from '../../../src/config/check';
+import { type CheckRun, checkRun } from '../../helpers/check-run';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const SHIPPED = path.join(ROOT, 'debian', 'saslauthd-ts.default');
-
-function capture(): { write(s: string): boolean; text: () => string } {
-  let buf = '';
-  return {
-    write(s: string) {
-      buf += s;
-      return true;
-    },
-    text: () => buf,
-  };
-}
 
 describe('--check', () => {
   let dir: string;
@@ -28,12 +18,7 @@ describe('--check', () => {
     fs.writeFileSync(p, text);
     return p;
   };
-  const check = (argv: string[]): { code: number; out: string; err: string } => {
-    const out = capture();
-    const err = capture();
-    const code = runCheck(['--check', ...argv], out, err);
-    return { code, out: out.text(), err: err.text() };
-  };
+  const check = (argv: string[]): CheckRun => checkRun(argv);
 
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'check-'));
