@@ -48,3 +48,28 @@ export interface Exchange {
 export function fpOf(fingerprint: Buffer): number {
   return fingerprint.readUInt32BE(0);
 }
+
+/** What both doors' exchanges share: the request's fields and the answered-once flag. */
+export abstract class ExchangeBase implements Exchange {
+  protected answered = false;
+
+  constructor(
+    readonly id: number,
+    readonly login: string,
+    readonly service: string,
+    readonly realm: string,
+    readonly clientAddr: string | undefined,
+    readonly fingerprint: Buffer,
+  ) {}
+
+  get fp(): number {
+    return fpOf(this.fingerprint);
+  }
+
+  get isAnswered(): boolean {
+    return this.answered;
+  }
+
+  abstract password(): Buffer | undefined;
+  abstract answer(text: string, kind: AnswerKind): boolean;
+}

@@ -5,28 +5,20 @@
 // there, its hashing thread answering the client itself.
 import { encodeReply } from '../protocol/encoder';
 import type { NativeListener, NativeShadowVerdict, QueueOptions } from '../native/binding';
-import { fpOf, type AnswerKind, type Exchange } from './exchange';
+import { type AnswerKind, ExchangeBase } from './exchange';
 
-export class MuxExchange implements Exchange {
-  private answered = false;
-
+export class MuxExchange extends ExchangeBase {
   constructor(
     private readonly listener: NativeListener,
-    readonly id: number,
-    readonly login: string,
-    readonly service: string,
-    readonly realm: string,
+    id: number,
+    login: string,
+    service: string,
+    realm: string,
     /** Cyrus master's 5th field, when a client sent a non-empty one. */
-    readonly clientAddr: string | undefined,
-    readonly fingerprint: Buffer,
-  ) {}
-
-  get fp(): number {
-    return fpOf(this.fingerprint);
-  }
-
-  get isAnswered(): boolean {
-    return this.answered;
+    clientAddr: string | undefined,
+    fingerprint: Buffer,
+  ) {
+    super(id, login, service, realm, clientAddr, fingerprint);
   }
 
   password(): Buffer | undefined {

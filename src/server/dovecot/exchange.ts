@@ -10,7 +10,7 @@
 //   - the fingerprint, with the listener's key and construction.
 import type { Fingerprinter } from '../../auth/fingerprint';
 import type { CompleteRequest } from '../../protocol/dovecot/session';
-import { fpOf, type AnswerKind, type Exchange } from '../exchange';
+import { type AnswerKind, ExchangeBase } from '../exchange';
 
 /** Cyrus's MAX_REQ_LEN: the longest field saslauthd accepts (the mux listener's limit too). */
 export const MAX_FIELD_BYTES = 256;
@@ -21,28 +21,20 @@ export interface AnswerSink {
   answer(x: DovecotExchange, kind: AnswerKind): boolean;
 }
 
-export class DovecotExchange implements Exchange {
-  private answered = false;
-
+export class DovecotExchange extends ExchangeBase {
   constructor(
     private readonly sink: AnswerSink,
-    readonly id: number,
-    readonly login: string,
-    readonly service: string,
-    readonly realm: string,
-    readonly clientAddr: string | undefined,
-    readonly fingerprint: Buffer,
+    id: number,
+    login: string,
+    service: string,
+    realm: string,
+    clientAddr: string | undefined,
+    fingerprint: Buffer,
     /** The name the client authenticated as (trimmed, before the split): OK's and FAIL's user=. */
     readonly user: string,
     private secret: Buffer,
-  ) {}
-
-  get fp(): number {
-    return fpOf(this.fingerprint);
-  }
-
-  get isAnswered(): boolean {
-    return this.answered;
+  ) {
+    super(id, login, service, realm, clientAddr, fingerprint);
   }
 
   password(): Buffer | undefined {
