@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, type RunningDaemon } from '../helpers/daemon';
 import { lastResult as lastResultOf, resultLines as resultLinesOf } from '../helpers/result-lines';
 import { bindsAs, startSlapd, type Slapd, USERS, PEOPLE, REMOTE_BASE_DN } from '../helpers/slapd';
@@ -152,6 +153,43 @@ test('a realm with no route gets NO and a log line naming the realm', async () =
   const line = await d.waitForLog(/no route for realm 'nowhere.test'/);
   assert.match(line, /"route":"\(none\)"/);
   assert.equal(searchesFor(ldapB, USERS.alice.uid), 0);
+});
+
+test('each directory has its own failover state: with the corp.test slapd stopped, only its realm is turned away', async () => {
+  const { alice, remy } = USERS;
+  await ldapB.stop();
+  try {
+    assert.equal(await ask(remy.uid, remy.password, 'eu.corp.test'), 'NO');
+    const last = await lastResult(remy.uid, 'unavailable');
+    assert.deepEqual([last?.mech, last?.route], ['ldap', '*.corp.test']);
+    assert.equal(await ask(alice.uid, alice.password, 'ldap.test'), 'OK', 'the other directory is not in back-off');
+    assert.equal(await ask(sys.name, sys.password, ''), 'OK');
+  } finally {
+    await ldapB.start();
+  }
+  assert.equal(await ask(remy.uid, remy.password, 'eu.corp.test'), 'OK', 'answered again once its server is back');
+});
+
+test("SIGHUP re-reads each instance's own configuration: one directory's change leaves the other alone", async () => {
+  const { alice, remy } = USERS;
+  const conf = path.join(ldapA.dir, 'a.conf');
+  const original = fs.readFileSync(conf, 'utf8');
+  const reread = async (): Promise<void> => {
+    const from = d.output().length;
+    d.child.kill('SIGHUP');
+    for (let i = 0; i < 200 && !/routes: .* re-read/.test(d.output().slice(from)); i++) await sleep(50);
+    assert.match(d.output().slice(from), /routes: .* re-read/);
+  };
+  try {
+    fs.writeFileSync(conf, original.replace('ldap_filter: (uid=%u)', 'ldap_filter: (uid=renamed-%u)'));
+    await reread();
+    assert.equal(await ask(alice.uid, alice.password, 'ldap.test'), 'NO', "ldap.test's new filter finds no alice");
+    assert.equal(await ask(remy.uid, remy.password, 'eu.corp.test'), 'OK', 'the corp.test instance kept its own');
+  } finally {
+    fs.writeFileSync(conf, original);
+    await reread();
+  }
+  assert.equal(await ask(alice.uid, alice.password, 'ldap.test'), 'OK');
 });
 
 test('no password reaches the log', () => {
