@@ -296,7 +296,9 @@ export class Authenticator {
         ac.abort();
         // A refusal already decided and only waiting out a delay (PAM's fail
         // delay) is the answer: a timeout here would count as an outage.
-        resolve(req.decided ?? timedOut(this.timeoutMs));
+        const cut = req.decided ?? timedOut(this.timeoutMs);
+        // In a chain: under the mechanism that was being asked.
+        resolve(req.asking !== undefined && cut.mech === undefined ? { ...cut, mech: req.asking } : cut);
       }, this.timeoutMs);
       this.backend.authenticate(req, ac.signal).then(
         (outcome) => {

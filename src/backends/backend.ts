@@ -42,6 +42,11 @@ export interface AuthRequest {
    * meanwhile, this is the answer, not a timeout.
    */
   decided?: Outcome;
+  /**
+   * Set by a chain: the mechanism it is asking now, so that a request the
+   * deadline cuts short is logged and counted under that mechanism.
+   */
+  asking?: string;
 }
 
 /** Milliseconds until req's deadline (never negative); undefined when it has none. */

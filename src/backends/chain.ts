@@ -45,6 +45,7 @@ export function createChain(
       for (let i = 0; ; i++) {
         const m = members[i];
         if (m === undefined) throw new Error('unreachable: a chain ends on its last mechanism');
+        req.asking = m.name;
         const out = await m.authenticate(req, signal);
         const next = members[i + 1];
         if (next === undefined || out.ok || out.kind !== 'denied' || out.unknownUser !== true || signal.aborted) {

@@ -171,14 +171,14 @@ interface Service {
  * endpoint, or systemd's status line (NOTIFY_SOCKET). Otherwise the request
  * path is exactly what it was without them.
  */
+function countRequests(opts: DaemonOptions): boolean {
+  return opts.metrics !== undefined || (process.env.NOTIFY_SOCKET ?? '') !== '';
+}
+
 /** One mechanism counts under its name; chains and routes under the mechanism that answered (and the route). */
 function metricsLabelling(opts: DaemonOptions): Labelling {
   if (opts.routesFile !== undefined) return 'routes';
   return opts.mech.includes(',') ? 'chain' : 'one';
-}
-
-function countRequests(opts: DaemonOptions): boolean {
-  return opts.metrics !== undefined || (process.env.NOTIFY_SOCKET ?? '') !== '';
 }
 
 /** Listen on --metrics; an error there stops the start, naming the flag. */

@@ -9,7 +9,9 @@ import path from 'node:path';
 import pino from 'pino';
 import { type AuthRequest, type Backend, type BackendFactory, notFound, ok, type Outcome } from '../../../src/backends/backend';
 import { Router } from '../../../src/backends/router';
-import { Authenticator } from '../../../src/auth/authenticator';
+import { Authenticator, TIMEOUT_REPLY } from '../../../src/auth/authenticator';
+import { Registry } from '../../../src/metrics/registry';
+import { ServiceMetrics } from '../../../src/metrics/service';
 import { CredentialCache } from '../../../src/auth/cache';
 import { fakeExchange } from '../../helpers/exchange';
 
@@ -177,4 +179,25 @@ test('the cache is per request whatever the route: an entry of one realm never a
   const bobDir = made.find((m) => m.key === 'ldap:bob');
   const carolDir = made.find((m) => m.key === 'ldap:carol');
   assert.deepEqual([bobDir?.asked.length, carolDir?.asked.length], [1, 1], 'the repeat was a cache hit; b.test was asked');
+});
+
+test('a request the deadline cuts short is logged and counted under the mechanism the chain was asking', async () => {
+  const made: Made[] = [];
+  const never = new Promise<void>(() => undefined);
+  const hanging = factories(made, never);
+  // shadow does not know alice and answers at once; ldap never answers.
+  const fs2: Record<string, BackendFactory> = { ...hanging, shadow: factories(made).shadow as BackendFactory };
+  const router = await Router.fromFile(routesFile('*  shadow ldap:bob\n'), { factories: fs2, log: silent, concatRealm: false });
+  const lines: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const metrics = new ServiceMetrics('routes', false, new Registry(), 'routes');
+  const a = new Authenticator({ backend: router, concatRealm: false, timeoutMs: 50, log, metrics });
+  const f = fakeExchange({ login: 'alice', password: 'pw', service: 'smtp', realm: 'example.org' });
+  a.handle(f.x);
+  assert.equal(await f.answer, TIMEOUT_REPLY);
+  const line = lines.find((l) => l.result === 'timeout');
+  assert.deepEqual([line?.mech, line?.route], ['ldap', '*']);
+  const fam = (await metrics.registry.snapshot(false)).find((x) => x.name === 'saslauthd_requests_total');
+  const counted = fam?.series.filter((s) => 'value' in s && s.value > 0).map((s) => s.labels);
+  assert.deepEqual(counted, ['mech="ldap",route="*",result="timeout"']);
 });
