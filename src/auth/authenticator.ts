@@ -315,6 +315,8 @@ export class Authenticator {
 
   private logCached(req: LogSubject, what: string, level: 'debug' | 'info'): void {
     if (!this.resultLog.isLevelEnabled(level)) return;
+    // With --routes: the route the realm takes, as on every other result line.
+    const route = this.backend.routeOf?.(req.realm);
     this.resultLog[level](
       {
         user: shown(req.login),
@@ -322,10 +324,11 @@ export class Authenticator {
         realm: shown(req.realm),
         ...(req.clientAddr !== undefined ? { remote: shown(req.clientAddr) } : {}),
         mech: this.backend.name,
+        ...(route !== undefined ? { route } : {}),
         result: 'ok',
         cached: true,
       },
-      `${what}: ${where(req)}`,
+      `${what}: ${where(req)}${route !== undefined ? ` [route=${route}]` : ''}`,
     );
   }
 

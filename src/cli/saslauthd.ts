@@ -647,9 +647,28 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
   later.status = startStatusLine(opts.mech, () => primary.gatherMetrics(false), log);
 }
 
+/**
+ * Messages a worker keeps while it is still starting: the other workers may
+ * already be answering, and their cache and throttle changes must not be
+ * lost (this one would start without the known-good credentials and the
+ * failures they counted meanwhile). Bounded: past it, the oldest go.
+ */
+const EARLY_MESSAGES_MAX = 100_000;
+
 /** A cluster worker: serves on the primary's socket until told to stop. */
 async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<void> {
   const { log } = logger;
+  // Listening from the first moment: the changes can come in the same read as init.
+  const early: ToWorker[] = [];
+  let droppedEarly = 0;
+  let onMessage = (msg: ToWorker): void => {
+    if (early.length >= EARLY_MESSAGES_MAX) {
+      early.shift();
+      droppedEarly++;
+    }
+    early.push(msg);
+  };
+  process.on('message', (msg: ToWorker) => onMessage(msg));
   const { key, dovecotFd } = await waitForInit();
   let svc: Service;
   try {
@@ -679,8 +698,9 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
       process.exit(0);
     })();
   };
-  process.on('message', (msg: ToWorker) => {
+  onMessage = (msg: ToWorker): void => {
     if (msg.type === 'shutdown') stop('primary asked');
+    else if (msg.type === 'init') return;
     else if (msg.type === 'reload') reload(svc, log);
     else if (msg.type === 'cache') svc.cache?.apply(msg.op);
     else if (msg.type === 'throttle') void svc.sharedThrottle?.apply(msg.op);
@@ -691,7 +711,12 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
         () => sendToPrimary({ type: 'metrics', id, snapshot: [] }),
       );
     }
-  });
+  };
+  // Still in the turn serve() ended in: applied before any request is read.
+  for (const msg of early.splice(0)) onMessage(msg);
+  if (droppedEarly > 0) {
+    log.warn(`worker ${process.pid}: ${droppedEarly} changes from the other workers were lost while it started`);
+  }
   process.on('disconnect', () => stop('primary gone'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -297,6 +297,10 @@ describe('routes through the Dovecot door, with --workers 2, the cache, the thro
     // Known-good credentials still pass, through the cool-off.
     assert.equal(await ask2(bob.uid, bob.password, 'ldap.test'), 'OK');
     assert.equal(await ask2(sys.name, sys.password, ''), 'OK');
+    // Bob's known-good password was cached (-c): that line names its route too.
+    // (The line may follow the answer.)
+    const cached = await d2.waitForLog(/"user":"bob"[^\n]*"route":"ldap\.test"[^\n]*"cached":true/);
+    assert.match(cached, /auth success \(cached\): .*\[route=ldap\.test\]/);
     // Another realm's users are not slowed by it.
     assert.equal(await ask2(USERS.remy.uid, USERS.remy.password, 'eu.corp.test'), 'OK');
   });

@@ -196,6 +196,64 @@ test('workers count a guesser together: past 20 wrong passwords on any of them, 
   }
 });
 
+test('what one worker learns while another is still starting reaches that one too: the known-good password passes a cool-off on both', async () => {
+  const u = createUser(userName('wl'), 'Work-pw5', 'sha512crypt');
+  const d = await startDaemon({
+    args: [
+      '-a',
+      'shadow',
+      '-V',
+      '--workers',
+      '2',
+      '--throttle-delay',
+      '20',
+      '--throttle-max-delay',
+      '40',
+      '--throttle-free',
+      '2',
+      '--throttle-refuse',
+      '4',
+      '--log-failures-per-login',
+      '100000',
+    ],
+  });
+  const ask = (password: string): Promise<string> =>
+    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  let late: number | undefined;
+  try {
+    // The primary binds the socket before it forks: hold the second worker
+    // as soon as it exists, in the middle of its start.
+    for (let i = 0; i < 30_000 && childPids(d.child.pid!).length < 2; i++) await sleep(1);
+    late = Math.max(...childPids(d.child.pid!));
+    process.kill(late, 'SIGSTOP');
+    assert.equal(await ask(u.password), 'OK', 'answered by the worker that started');
+    await until(() => authLines(d.output(), u.name).some((l) => l.msg.startsWith('auth success')), 'its line', d.output);
+    assert.doesNotMatch(d.output(), /listening on socket/, 'the held worker had not finished starting');
+    process.kill(late, 'SIGCONT');
+    await d.waitForLog(/\(2 worker processes\)/, 30_000);
+    // A guesser puts the login in a cool-off, on both workers.
+    const guesses: string[] = [];
+    for (let i = 0; i < 8; i++) guesses.push(await ask(`guess-${i}`));
+    assert.ok(guesses.every((g) => g === 'NO Incorrect password'));
+    await until(() => d.output().includes('is cooling off'), 'the cool-off', d.output);
+    // The known-good password passes on both, the late worker included.
+    let fromLate = 0;
+    for (let i = 0; i < 200 && fromLate < 3; i++) {
+      assert.equal(await ask(u.password), 'OK', `attempt ${i}`);
+      await until(
+        () => authLines(d.output(), u.name).filter((l) => l.msg.startsWith('auth success')).length >= i + 2,
+        'its line',
+        d.output,
+      );
+      fromLate = authLines(d.output(), u.name).filter((l) => l.pid === late && l.msg.startsWith('auth success')).length;
+    }
+    assert.ok(fromLate >= 3, `the late worker answered ${fromLate} of them`);
+  } finally {
+    if (late !== undefined) process.kill(late, 'SIGCONT');
+    await d.stop();
+  }
+});
+
 test('a worker that dies is replaced, and the socket keeps answering', async () => {
   const u = createUser(userName('wr'), 'Work-pw3', 'sha512crypt');
   const d = await startDaemon({ args: ['-a', 'shadow', '-V', '--workers', '2'] });
