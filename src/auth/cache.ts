@@ -128,6 +128,11 @@ export class CredentialCache {
     return true;
   }
 
+  /** Every entry as a commit, oldest first: what a worker restarted after a crash takes over (--workers). */
+  exportEntries(): CacheOp[] {
+    return [...this.entries].map(([id, e]) => ({ kind: 'commit', id, mac: e.mac.toString('base64'), created: e.created }));
+  }
+
   /** Apply a change made by another worker process. */
   apply(op: CacheOp): void {
     if (op.kind === 'commit') this.store(op.id, { mac: Buffer.from(op.mac, 'base64'), created: op.created });

@@ -46,6 +46,7 @@ import {
   WORKER_LISTEN_FD,
   workerCount,
   type ToWorker,
+  type WorkerState,
 } from '../server/cluster';
 
 const CHILD_ENV = 'SASLAUTHD_TS_DETACHED';
@@ -655,6 +656,16 @@ async function runPrimary(opts: DaemonOptions, logger: DaemonLogger, detachedChi
  */
 const EARLY_MESSAGES_MAX = 100_000;
 
+/** A worker restarted after a crash: take over a live worker's cache and throttle state. */
+function takeOver(svc: Service, state: WorkerState, log: DaemonLogger['log']): void {
+  for (const op of state.cache ?? []) svc.cache?.apply(op);
+  const throttled = state.throttle !== undefined && svc.sharedThrottle?.importState(state.throttle) === true;
+  log.info(
+    { cacheEntries: state.cache?.length ?? 0, throttle: throttled },
+    `worker ${process.pid}: took over ${state.cache?.length ?? 0} cache entries${throttled ? " and the throttle's state" : ''} from a live worker`,
+  );
+}
+
 /** A cluster worker: serves on the primary's socket until told to stop. */
 async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<void> {
   const { log } = logger;
@@ -704,6 +715,10 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
     else if (msg.type === 'reload') reload(svc, log);
     else if (msg.type === 'cache') svc.cache?.apply(msg.op);
     else if (msg.type === 'throttle') void svc.sharedThrottle?.apply(msg.op);
+    else if (msg.type === 'dump') {
+      const state: WorkerState = { cache: svc.cache?.exportEntries(), throttle: svc.sharedThrottle?.exportState() };
+      sendToPrimary({ type: 'state', id: msg.id, state });
+    } else if (msg.type === 'state') takeOver(svc, msg.state, log);
     else if (msg.type === 'metrics') {
       const id = msg.id;
       void (svc.metrics?.registry.snapshot(msg.scrape) ?? Promise.resolve([])).then(
@@ -712,8 +727,11 @@ async function runWorker(opts: DaemonOptions, logger: DaemonLogger): Promise<voi
       );
     }
   };
-  // Still in the turn serve() ended in: applied before any request is read.
-  for (const msg of early.splice(0)) onMessage(msg);
+  // Still in the turn serve() ended in: applied before any request is read,
+  // a live worker's state first (a restarted worker), then what changed since.
+  const kept = early.splice(0);
+  const states = kept.filter((m) => m.type === 'state');
+  for (const msg of [...states.slice(-1), ...kept.filter((m) => m.type !== 'state')]) onMessage(msg);
   if (droppedEarly > 0) {
     log.warn(`worker ${process.pid}: ${droppedEarly} changes from the other workers were lost while it started`);
   }

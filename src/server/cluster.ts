@@ -19,6 +19,7 @@ import os from 'node:os';
 import type pino from 'pino';
 import type { CacheOp } from '../auth/cache';
 import type { ThrottleOp } from '../auth/throttle/replicated';
+import type { MemoryState } from '../auth/throttle/store';
 import { countersOf, merge, type Snapshot } from '../metrics/registry';
 
 export type ToPrimary =
@@ -26,7 +27,19 @@ export type ToPrimary =
   | { type: 'fatal'; message: string; exitCode: number }
   | { type: 'cache'; op: CacheOp }
   | { type: 'throttle'; op: ThrottleOp }
-  | { type: 'metrics'; id: number; snapshot: Snapshot };
+  | { type: 'metrics'; id: number; snapshot: Snapshot }
+  /** The answer to dump. */
+  | { type: 'state'; id: number; state: WorkerState };
+
+/**
+ * What a worker holds that the others also hold: the credential cache and
+ * the throttle's tables. A worker the primary restarts after a crash takes it
+ * over from a live one instead of starting empty.
+ */
+export interface WorkerState {
+  cache?: CacheOp[] | undefined;
+  throttle?: MemoryState | undefined;
+}
 
 export type ToWorker =
   | { type: 'init'; key: string; dovecotFd?: number | undefined }
@@ -35,7 +48,11 @@ export type ToWorker =
   | { type: 'cache'; op: CacheOp }
   | { type: 'throttle'; op: ThrottleOp }
   /** Send your metrics (scrape: the process ones too). */
-  | { type: 'metrics'; id: number; scrape: boolean };
+  | { type: 'metrics'; id: number; scrape: boolean }
+  /** Send your state (for a worker restarted after a crash). */
+  | { type: 'dump'; id: number }
+  /** Take this state over (you were restarted after a crash). */
+  | { type: 'state'; state: WorkerState };
 
 /** Where a worker finds the listening socket the primary bound. */
 export const WORKER_LISTEN_FD = 4;
@@ -96,6 +113,8 @@ interface Gathering {
 }
 
 const RESTART_WINDOW_MS = 60_000;
+/** How long a live worker has to send its state to a restarted one. */
+const DUMP_TIMEOUT_MS = 10_000;
 const MAX_RESTARTS = 5;
 
 export class Primary {
@@ -108,6 +127,9 @@ export class Primary {
   private exitWaiters: Array<() => void> = [];
   private gatherSeq = 0;
   private readonly gatherings = new Map<number, Gathering>();
+  private dumpSeq = 0;
+  /** Dumps asked of a live worker, by id: the restarted worker each is for. */
+  private readonly dumps = new Map<number, Worker>();
   /** Each worker's latest metrics. */
   private readonly lastMetrics = new Map<Worker, Snapshot>();
   /** What workers that have exited counted: kept, so the daemon's totals never go back when one is restarted. */
@@ -138,7 +160,21 @@ export class Primary {
     });
   }
 
-  private fork(onListening: () => void, onFatal: (message: string, exitCode: number) => void): void {
+  /**
+   * A restarted worker takes over a live one's cache and throttle state
+   * (it keeps what comes before it is ready, see runWorker). Without a live
+   * worker, or an answer within DUMP_TIMEOUT_MS, it starts empty.
+   */
+  private handOver(to: Worker): void {
+    const from = [...this.listening].find((w) => w !== to && w.isConnected());
+    if (from === undefined) return;
+    const id = ++this.dumpSeq;
+    this.dumps.set(id, to);
+    setTimeout(() => this.dumps.delete(id), DUMP_TIMEOUT_MS).unref();
+    from.send({ type: 'dump', id } satisfies ToWorker);
+  }
+
+  private fork(onListening: () => void, onFatal: (message: string, exitCode: number) => void): Worker {
     const w = cluster.fork();
     this.workers.add(w);
     w.send({ type: 'init', key: this.key, dovecotFd: this.opts.dovecotFd } satisfies ToWorker);
@@ -151,6 +187,10 @@ export class Primary {
         fatal = { message: msg.message, exitCode: msg.exitCode };
       } else if (msg.type === 'cache' || msg.type === 'throttle') {
         for (const other of this.workers) if (other !== w && other.isConnected()) other.send(msg);
+      } else if (msg.type === 'state') {
+        const to = this.dumps.get(msg.id);
+        this.dumps.delete(msg.id);
+        if (to !== undefined && to.isConnected()) to.send({ type: 'state', state: msg.state } satisfies ToWorker);
       } else if (msg.type === 'metrics') {
         this.lastMetrics.set(w, msg.snapshot);
         const g = this.gatherings.get(msg.id);
@@ -184,11 +224,13 @@ export class Primary {
         void this.stop().then(() => process.exit(1));
         return;
       }
-      this.fork(
+      const replacement = this.fork(
         () => undefined,
         (message) => this.opts.log.error(`restarted worker failed: ${message}`),
       );
+      this.handOver(replacement);
     });
+    return w;
   }
 
   /**

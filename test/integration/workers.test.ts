@@ -272,6 +272,63 @@ test('a worker that dies is replaced, and the socket keeps answering', async () 
   }
 });
 
+test("a worker restarted after a crash takes over a live worker's cache and throttle state", async () => {
+  const u = createUser(userName('wc'), 'Work-pw6', 'sha512crypt');
+  const d = await startDaemon({
+    args: [
+      '-a',
+      'shadow',
+      '-c',
+      '-V',
+      '--workers',
+      '2',
+      '--throttle-free',
+      '2',
+      '--throttle-refuse',
+      '4',
+      '--throttle-delay',
+      '20',
+      '--throttle-max-delay',
+      '40',
+      '--log-failures-per-login',
+      '100000',
+    ],
+  });
+  const ask = (password: string): Promise<string> =>
+    sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
+  try {
+    await d.waitForLog(/\(2 worker processes\)/);
+    assert.equal(await ask(u.password), 'OK');
+    for (let i = 0; i < 8; i++) assert.equal(await ask(`guess-${i}`), 'NO Incorrect password');
+    await until(() => d.output().includes('is cooling off'), 'the cool-off', d.output);
+    const [victim] = childPids(d.child.pid!);
+    process.kill(victim!, 'SIGKILL');
+    await d.waitForLog(new RegExp(`worker ${victim} died .*restarting it`));
+    const line = await d.waitForLog(/took over \d+ cache entries and the throttle's state from a live worker/, 30_000);
+    const fresh = (JSON.parse(line) as { pid: number }).pid;
+    assert.notEqual(fresh, victim);
+    assert.match(line, /took over 1 cache entries/);
+    // Until both answered a few: the restarted one refuses a new guess
+    // unchecked (the cool-off came over) and answers the right password from
+    // the cache (so did the entry).
+    const mine = (re: RegExp): number =>
+      d
+        .output()
+        .split('\n')
+        .filter((l) => l.includes(`"pid":${fresh},`) && l.includes(`[user=${u.name}]`) && re.test(l)).length;
+    for (let i = 0; i < 200 && (mine(/"result":"refused"/) < 2 || mine(/auth success \(cached\)/) < 2); i++) {
+      assert.equal(await ask(`later-guess-${i}`), 'NO Incorrect password');
+      assert.equal(await ask(u.password), 'OK');
+      await sleep(20);
+    }
+    assert.ok(mine(/"result":"refused"/) >= 2, 'the restarted worker refused guesses without checking them');
+    assert.equal(mine(/"result":"denied"/), 0, 'and checked none');
+    assert.ok(mine(/auth success \(cached\)/) >= 2, 'the restarted worker answered from the cache it took over');
+  } finally {
+    await d.stop();
+  }
+});
+
 test('a startup error in the workers is reported by the primary with its exit status', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'saslauthd-ts-workers-'));
   try {

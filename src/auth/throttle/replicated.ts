@@ -5,7 +5,7 @@
 // is counted once, and credentials known-good on one are known-good on all.
 // Refusals only keep a key's window open and are not sent: one message per
 // refused guess would cost more than the window they extend.
-import type { AdmissionState, ThrottleStore, Tracked } from './store';
+import type { AdmissionState, MemoryState, MemoryStore, ThrottleStore, Tracked } from './store';
 
 export type ThrottleOp =
   | { op: 'good'; fp: number; now: number }
@@ -16,9 +16,19 @@ export type ThrottleOp =
 
 export class ReplicatedStore implements ThrottleStore {
   constructor(
-    private readonly inner: ThrottleStore,
+    private readonly inner: MemoryStore,
     private readonly send: (op: ThrottleOp) => void,
   ) {}
+
+  /** The whole state, for a worker the primary restarts after a crash. */
+  exportState(): MemoryState {
+    return this.inner.exportState();
+  }
+
+  /** A live worker's state, taken over whole (false if its tables differ in size). */
+  importState(st: MemoryState): boolean {
+    return this.inner.importState(st);
+  }
 
   get size(): { knownGood: number; tracked: number } {
     return this.inner.size;

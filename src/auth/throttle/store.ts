@@ -81,6 +81,37 @@ function fnv(s: string, seed: number): number {
 
 const PROBES = 8;
 
+/** A typed array's bytes, base64 (for the IPC message that carries a store's state). */
+function base64Of(a: Uint8Array | Uint32Array): string {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+}
+
+export interface KeyTableState {
+  capacity: number;
+  used: number;
+  /** h1, h2, failures, seen, cooloff, marks, nmarks: each array's bytes. */
+  arrays: string[];
+  names: Array<[number, string]>;
+}
+
+export interface GoodTableState {
+  capacity: number;
+  size: number;
+  fps: string;
+  until: string;
+}
+
+/**
+ * A MemoryStore's whole state, as JSON: what a worker the primary restarts
+ * after a crash takes over from a live one (--workers). Times are seconds
+ * since the epoch, which comes along.
+ */
+export interface MemoryState {
+  epoch: number | undefined;
+  keys: KeyTableState;
+  good: GoodTableState;
+}
+
 /** The first power of two at or above n (at least 2 * PROBES). */
 function tableSize(n: number): number {
   let c = PROBES * 2;
@@ -175,6 +206,39 @@ class KeyTable {
     return this.h1[slot] !== 0;
   }
 
+  /** The whole table, for a worker that starts after a crash (--workers). */
+  export(): KeyTableState {
+    return {
+      capacity: this.capacity,
+      used: this.used,
+      arrays: this.arrays().map(base64Of),
+      names: [...this.names],
+    };
+  }
+
+  private arrays(): Array<Uint8Array | Uint32Array> {
+    return [this.h1, this.h2, this.failures, this.seen, this.cooloff, this.marks, this.nmarks];
+  }
+
+  /** Whether an exported table has this one's size, array by array. */
+  fits(st: KeyTableState): boolean {
+    const mine = this.arrays();
+    return (
+      st.capacity === this.capacity &&
+      st.arrays.length === mine.length &&
+      st.arrays.every((a, i) => Buffer.byteLength(a, 'base64') === mine[i]?.byteLength)
+    );
+  }
+
+  /** Takes over an exported table that fits. */
+  import(st: KeyTableState): void {
+    const mine = this.arrays();
+    st.arrays.forEach((a, i) => new Uint8Array((mine[i] as Uint8Array).buffer).set(Buffer.from(a, 'base64')));
+    this.names.clear();
+    for (const [slot, name] of st.names) this.names.set(slot, name);
+    this.used = st.used;
+  }
+
   marksHeld(slot: number): number {
     return this.nmarks[slot] ?? 0;
   }
@@ -223,6 +287,24 @@ class GoodTable {
   get(fp: number): number | undefined {
     const s = this.slot(fp);
     return s < 0 ? undefined : this.until[s];
+  }
+
+  export(): GoodTableState {
+    return { capacity: this.fps.length, size: this.size, fps: base64Of(this.fps), until: base64Of(this.until) };
+  }
+
+  fits(st: GoodTableState): boolean {
+    return (
+      st.capacity === this.fps.length &&
+      Buffer.byteLength(st.fps, 'base64') === this.fps.byteLength &&
+      Buffer.byteLength(st.until, 'base64') === this.until.byteLength
+    );
+  }
+
+  import(st: GoodTableState): void {
+    new Uint8Array(this.fps.buffer).set(Buffer.from(st.fps, 'base64'));
+    new Uint8Array(this.until.buffer).set(Buffer.from(st.until, 'base64'));
+    this.size = st.size;
   }
 
   set(fp: number, until: number): void {
@@ -275,6 +357,23 @@ export class MemoryStore implements ThrottleStore {
 
   get size(): { knownGood: number; tracked: number } {
     return { knownGood: this.good.size, tracked: this.keys.used };
+  }
+
+  /** Everything this store holds (--workers: for a worker restarted after a crash). */
+  exportState(): MemoryState {
+    return { epoch: this.epoch, keys: this.keys.export(), good: this.good.export() };
+  }
+
+  /**
+   * Takes over another store's state, made with the same options: all or
+   * nothing (false, and this store unchanged, if the sizes differ).
+   */
+  importState(st: MemoryState): boolean {
+    if (!this.keys.fits(st.keys) || !this.good.fits(st.good)) return false;
+    this.keys.import(st.keys);
+    this.good.import(st.good);
+    this.epoch = st.epoch;
+    return true;
   }
 
   /** ms -> whole seconds since the first time seen (rounded up: deadlines never come early). */

@@ -97,3 +97,20 @@ test('changes replicate between caches (worker processes, which share the finger
   a.forget(id('bob', '', 'smtp'));
   assert.equal(b.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw')), false);
 });
+
+test('a cache taken over entry by entry (a worker restarted after a crash) answers as the one it came from', () => {
+  const c = clock();
+  const a = new CredentialCache({ ttlMs: 60_000, mode: 'normal', now: c.now });
+  a.commit(id('bob', '', 'smtp'), mac('bob', '', 'pw1'));
+  c.advance(30_000);
+  a.commit(id('ann', '', 'imap'), mac('ann', '', 'pw2'));
+  const b = new CredentialCache({ ttlMs: 60_000, mode: 'normal', now: c.now });
+  for (const op of JSON.parse(JSON.stringify(a.exportEntries())) as ReturnType<CredentialCache['exportEntries']>) b.apply(op);
+  assert.equal(b.size, 2);
+  assert.equal(b.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw1')), true);
+  assert.equal(b.lookup(id('bob', '', 'smtp'), mac('bob', '', 'wrong')), false);
+  // The entry keeps its own commit time: bob's expires first, on the taker as on the giver.
+  c.advance(31_000);
+  assert.equal(b.lookup(id('bob', '', 'smtp'), mac('bob', '', 'pw1')), false);
+  assert.equal(b.lookup(id('ann', '', 'imap'), mac('ann', '', 'pw2')), true);
+});

@@ -198,3 +198,26 @@ test('known-good entries are bounded, and the newest survive', async () => {
   assert.equal(await s.isKnownGood(999, now()), true);
   assert.equal(await s.isKnownGood(0, now()), false);
 });
+
+test('a store taken over whole (a worker restarted after a crash) decides as the one it came from', async () => {
+  const a = setup({ freeFailures: 1, refuseAfter: 3 });
+  await attempt(a.t, bob(7), 'ok'); // fp 7 known-good
+  for (let i = 0; i < 3; i++) await attempt(a.t, bob(100 + i), 'denied'); // bob cooling off
+  // An export goes through JSON, as the IPC message carries it.
+  const state = JSON.parse(JSON.stringify(a.s.exportState())) as ReturnType<MemoryStore['exportState']>;
+
+  const b = setup({ freeFailures: 1, refuseAfter: 3 });
+  b.advance(a.now() - b.now());
+  assert.equal((await b.t.admit(bob(200))).kind, 'run', 'empty: a new guess would be checked');
+  assert.equal(b.s.importState(state), true);
+  assert.equal((await b.t.admit(bob(201))).kind, 'refuse', 'taken over: the login is cooling off');
+  const good = await b.t.admit(bob(7));
+  assert.deepEqual([good.kind, good.kind === 'run' && good.knownGood], ['run', true], 'taken over: fp 7 is known-good');
+  assert.deepEqual(b.s.size, a.s.size);
+
+  // Tables of another size are refused whole, and the store is left as it was.
+  const c = setup({ freeFailures: 1, refuseAfter: 3 }, { trackedMax: 1000 });
+  assert.equal(c.s.importState(state), false);
+  assert.deepEqual(c.s.size, { knownGood: 0, tracked: 0 });
+  assert.equal((await c.t.admit(bob(202))).kind, 'run');
+});
