@@ -26,6 +26,22 @@ function authLines(output: string, user: string): AuthLine[] {
     .map((l) => JSON.parse(l) as AuthLine);
 }
 
+/** Two workers, and a login cooling off after 4 wrong passwords, with short delays (every failure line logged). */
+const QUICK_COOLOFF = [
+  '--workers',
+  '2',
+  '--throttle-free',
+  '2',
+  '--throttle-refuse',
+  '4',
+  '--throttle-delay',
+  '20',
+  '--throttle-max-delay',
+  '40',
+  '--log-failures-per-login',
+  '100000',
+];
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Waits until cond holds; the bound only guards against a hang, far above any wait seen. */
@@ -199,23 +215,7 @@ test('workers count a guesser together: past 20 wrong passwords on any of them, 
 test('what one worker learns while another is still starting reaches that one too: the known-good password passes a cool-off on both', async () => {
   const u = createUser(userName('wl'), 'Work-pw5', 'sha512crypt');
   const d = await startDaemon({
-    args: [
-      '-a',
-      'shadow',
-      '-V',
-      '--workers',
-      '2',
-      '--throttle-delay',
-      '20',
-      '--throttle-max-delay',
-      '40',
-      '--throttle-free',
-      '2',
-      '--throttle-refuse',
-      '4',
-      '--log-failures-per-login',
-      '100000',
-    ],
+    args: ['-a', 'shadow', '-V', ...QUICK_COOLOFF],
   });
   const ask = (password: string): Promise<string> =>
     sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
@@ -275,24 +275,7 @@ test('a worker that dies is replaced, and the socket keeps answering', async () 
 test("a worker restarted after a crash takes over a live worker's cache and throttle state", async () => {
   const u = createUser(userName('wc'), 'Work-pw6', 'sha512crypt');
   const d = await startDaemon({
-    args: [
-      '-a',
-      'shadow',
-      '-c',
-      '-V',
-      '--workers',
-      '2',
-      '--throttle-free',
-      '2',
-      '--throttle-refuse',
-      '4',
-      '--throttle-delay',
-      '20',
-      '--throttle-max-delay',
-      '40',
-      '--log-failures-per-login',
-      '100000',
-    ],
+    args: ['-a', 'shadow', '-c', '-V', ...QUICK_COOLOFF],
   });
   const ask = (password: string): Promise<string> =>
     sendRequest(d.socketPath, { login: u.name, password, service: 'smtp', realm: '' });
