@@ -182,14 +182,18 @@ const NOT_IN_OPTIONS: Record<string, string> = {
   [DEFAULTS_FILE_FLAG]: 'a defaults file cannot name another one',
 };
 
+/** Whether these flags give --routes (which names the mechanisms itself). */
+function namesRoutes(words: readonly string[]): boolean {
+  return words.some((w) => w === '--routes' || w.startsWith('--routes='));
+}
+
 /**
  * Parse a fragment of flags on its own (behind a placeholder mechanism), to
  * attribute an error to the one variable it came from.
  */
 function checkFragment(args: string[]): string | undefined {
   // With --routes the fragment needs no mechanism (and may have none).
-  const routed = args.some((a) => a === '--routes' || a.startsWith('--routes='));
-  const r = parseArgs(routed ? args : ['-a', 'placeholder', ...args]);
+  const r = parseArgs(namesRoutes(args) ? args : ['-a', 'placeholder', ...args]);
   if (r.kind === 'run') return undefined;
   return (r.stderr ?? r.stdout ?? 'invalid flags').trim().replace(/^saslauthd-ts: /, '');
 }
@@ -207,7 +211,7 @@ export function defaultsToArgs(df: DefaultsFile): DefaultsArgs {
   const mech = df.vars.get('MECHANISMS');
   const unreadable = df.issues.some((i) => i.line === undefined && i.severity === 'error');
   // OPTIONS="--routes FILE" names the mechanisms itself: MECHANISMS stays empty.
-  const routed = (df.vars.get('OPTIONS')?.value ?? '').split(/[ \t]+/).some((w) => w === '--routes' || w.startsWith('--routes='));
+  const routed = namesRoutes((df.vars.get('OPTIONS')?.value ?? '').split(/[ \t]+/));
   if (unreadable) {
     // Already reported: the file could not be read at all.
   } else if ((mech === undefined || mech.value.trim() === '') && routed) {

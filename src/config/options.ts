@@ -3,6 +3,7 @@
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { cyrusEntries } from '../auth/cache';
+import { TAKES_OPTION, TELLS_UNKNOWN_USER } from '../backends/chain';
 import { DEFAULT_THROTTLE, type ThrottleConfig } from '../auth/throttle/throttle';
 import { type MetricsAddress, parseMetricsAddress } from '../metrics/address';
 import { parseStateUri, StateUriError, type StateTarget } from '../state/uri';
@@ -349,11 +350,6 @@ export function buildCommand(): Command {
   return cmd;
 }
 
-/** Mechanisms that take an option (-O). */
-const OPTION_MECHS: readonly string[] = ['ldap', 'rimap'];
-/** Mechanisms that can say a login does not exist (a chain may go past them). */
-const TELLS_UNKNOWN: readonly string[] = ['shadow', 'ldap', 'pam'];
-
 /**
  * -a a,b: the chain's own rules (the mechanisms themselves are checked when
  * the daemon starts). Undefined when fine, else the message.
@@ -364,11 +360,11 @@ export function checkChain(mech: string, hasOption: boolean): string | undefined
   if (names.some((n) => n === '')) return `-a ${mech}: an empty mechanism in the chain; write e.g. -a shadow,ldap`;
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) return `-a ${mech}: ${dup} is twice in the chain; for two ${dup} configurations use --routes`;
-  const takers = names.filter((n) => OPTION_MECHS.includes(n));
+  const takers = names.filter((n) => TAKES_OPTION.has(n));
   if (takers.length > 1) {
     return `-a ${mech}: ${takers.join(' and ')} both take an option and -O can give only one; use --routes (docs/routes.md)`;
   }
-  const stop = names.slice(0, -1).find((n) => !TELLS_UNKNOWN.includes(n) && (MECHANISMS as readonly string[]).includes(n));
+  const stop = names.slice(0, -1).find((n) => !TELLS_UNKNOWN_USER.has(n) && (MECHANISMS as readonly string[]).includes(n));
   if (stop !== undefined) {
     return `-a ${mech}: the mechanisms after ${stop} can never be asked: ${stop} cannot tell an unknown login from a wrong password`;
   }
