@@ -27,6 +27,7 @@ import { DovecotAuthClient } from '../helpers/dovecot-auth-client';
 import { COMMON_STACK, cleanupPam, installService, serviceName } from '../helpers/pam';
 import { openConnections, rssBytes } from '../helpers/procs';
 import { createUser, removeAllUsers, userName, type TestUser } from '../helpers/users';
+import { hostileMix, waitUntil, type MixResult, type Rng } from '../helpers/fuzz-mix';
 
 // About the minute allowed: 36 s with -a shadow -c, whose last two thirds
 // show whether memory keeps growing (the first is how long the daemon takes
@@ -38,30 +39,10 @@ const ACTION_TIMEOUT_MS = 15_000;
 const RSS_SLACK = 10 * 1024 * 1024;
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-/** mulberry32: seeded, so a failing run can be replayed with FUZZ_SEED. */
-function makeRng(seed: number): Rng {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const r = next as Rng;
-  r.int = (lo, hi) => lo + Math.floor(next() * (hi - lo + 1));
-  r.pick = (xs) => xs[Math.floor(next() * xs.length)]!;
-  r.bytes = (n) =>
-    Buffer.from(Array.from({ length: n }, () => (next() < 0.15 ? r.pick([0x09, 0x0a, 0x01, 0x3d]) : r.int(0, 255))));
-  return r;
-}
-
-interface Rng {
-  (): number;
-  int(lo: number, hi: number): number;
-  pick<T>(xs: readonly T[]): T;
-  bytes(n: number): Buffer;
-}
+/** Rich in the bytes the protocol gives meaning to: TAB, LF, 0x01 (an escape) and '='. */
+const fuzzByte = (r: Rng): number => (r() < 0.15 ? r.pick([0x09, 0x0a, 0x01, 0x3d]) : r.int(0, 255));
+// Each client runs at least this many actions in each third of a run, however long they take.
+const ACTIONS_PER_CLIENT = 4;
 
 const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64');
 
@@ -136,20 +117,25 @@ function badAnswers(text: string): string | undefined {
 
 const HELLO = Buffer.from('VERSION\t1\t0\nCPID\t99\n');
 
-async function action(rng: Rng, t: Target): Promise<string | undefined> {
-  const kind = rng.pick([
-    'session',
-    'session',
-    'session',
-    'random-after',
-    'random-before',
-    'mutated',
-    'overlong',
-    'drip',
-    'half-open',
-    'reset',
-    'idle',
-  ] as const);
+// The mix's kinds; a whole session three times as likely as the rest.
+const ACTION_MIX = [
+  'session',
+  'session',
+  'session',
+  'random-after',
+  'random-before',
+  'mutated',
+  'overlong',
+  'drip',
+  'half-open',
+  'reset',
+  'idle',
+] as const;
+const ACTION_KINDS = new Set<string>(ACTION_MIX);
+
+async function action(rng: Rng, t: Target, seen: Set<string>): Promise<string | undefined> {
+  const kind = rng.pick(ACTION_MIX);
+  seen.add(kind);
   const unknownPlain = (id: number): string => {
     const login = `fz${process.pid}d${++seq}`;
     // No rip=: the throttle counts failures per address, and would hold these answers back.
@@ -273,29 +259,11 @@ after(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function hostileMix(t: Target, seed: number, until: number): Promise<{ actions: number; failures: string[] }> {
-  let actions = 0;
-  const failures: string[] = [];
-  await Promise.all(
-    Array.from({ length: CLIENTS }, async (_, i) => {
-      const rng = makeRng(seed + i);
-      do {
-        actions++;
-        const f = await action(rng, t);
-        if (f !== undefined) failures.push(f);
-      } while (Date.now() < until);
-    }),
+/** CLIENTS clients, each running at least ACTIONS_PER_CLIENT random actions and on until `until`. */
+function mix(t: Target, seed: number, until: number): Promise<MixResult> {
+  return hostileMix({ clients: CLIENTS, seed, least: ACTIONS_PER_CLIENT, until, byte: fuzzByte }, (rng, kinds) =>
+    action(rng, t, kinds),
   );
-  return { actions, failures };
-}
-
-async function waitUntil(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (cond()) return true;
-    if (Date.now() > until) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 for (const { name, mechArgs, fuzzMs, checkRss } of [
@@ -309,6 +277,7 @@ for (const { name, mechArgs, fuzzMs, checkRss } of [
     /** RSS after the first and the second third of the run. */
     const rssAt: number[] = [];
     let actions = 0;
+    let kinds = new Set<string>();
     const failures: string[] = [];
 
     before(async () => {
@@ -321,12 +290,13 @@ for (const { name, mechArgs, fuzzMs, checkRss } of [
       // connection). Then two more thirds, with the RSS taken after each: a
       // leak grows both; V8 sizing its heap up in one step (16 MB and more at
       // a time) grows one.
-      const first = await hostileMix(t, SEED ^ 0x5eed, Date.now() + fuzzMs / 3);
+      const first = await mix(t, SEED ^ 0x5eed, Date.now() + fuzzMs / 3);
       rssAt.push(rssBytes(pid));
-      const second = await hostileMix(t, SEED, Date.now() + fuzzMs / 3);
+      const second = await mix(t, SEED, Date.now() + fuzzMs / 3);
       rssAt.push(rssBytes(pid));
-      const third = await hostileMix(t, SEED ^ 0x7415, Date.now() + fuzzMs / 3);
+      const third = await mix(t, SEED ^ 0x7415, Date.now() + fuzzMs / 3);
       actions = first.actions + second.actions + third.actions;
+      kinds = new Set([...first.kinds, ...second.kinds, ...third.kinds]);
       failures.push(...first.failures, ...second.failures, ...third.failures);
     });
 
@@ -335,7 +305,8 @@ for (const { name, mechArgs, fuzzMs, checkRss } of [
     });
 
     test('answers every client rightly, or closes it, and never hangs one', () => {
-      assert.ok(actions > CLIENTS * 10, `only ${actions} actions ran`);
+      // Every kind of the mix reached the daemon.
+      assert.deepEqual([...kinds].sort(), [...ACTION_KINDS].sort(), `${actions} actions ran`);
       assert.deepEqual(failures.slice(0, 10), [], `${failures.length} of ${actions} actions went wrong (FUZZ_SEED=${SEED})`);
     });
 
