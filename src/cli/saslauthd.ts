@@ -220,6 +220,20 @@ function startStatusLine(mech: string, read: () => Promise<Snapshot>, log: Daemo
   return status;
 }
 
+/**
+ * The listener's backstop for a request the daemon never answers (a bug:
+ * every wait on the way has its own deadline). The longest a request can
+ * legitimately take is the sum of those waits: the shared store's lookups,
+ * the throttle's longest hold, a wait in a hashing queue until it is shed and
+ * the shed delay, and --auth-timeout; 30 s more for a loaded machine.
+ */
+export function decideBackstopMs(opts: DaemonOptions): number {
+  const t = opts.throttle;
+  const holds = t === undefined ? 0 : t.maxDelayMs + t.shedAfterMs + t.shedDelayMs;
+  const store = opts.state === undefined ? 0 : 4 * opts.state.timeoutMs;
+  return opts.authTimeoutMs + holds + store + 30_000;
+}
+
 /** The keys derived from --state-key, read and checked (errors name the file and the fix). */
 function fleetKeys(opts: DaemonOptions): { fingerprint: Buffer; names: Buffer } | undefined {
   if (opts.stateKeyFile === undefined) return undefined;
@@ -385,6 +399,7 @@ async function serve(
     socketPath: path.join(opts.runDir, SOCKET_NAME),
     readTimeoutMs: opts.readTimeoutMs,
     drainTimeoutMs: opts.drainTimeoutMs,
+    decideTimeoutMs: decideBackstopMs(opts),
     // Never more than the descriptors allow, less those kept for the mechanism.
     maxConnections: Math.max(16, Math.min(opts.maxConnections, fdLimit - FD_RESERVE)),
     handle: (x) => auth.handle(x),

@@ -488,7 +488,11 @@ export function parseArgs(argv: string[]): ParseResult {
       shareCache: o.stateCache === true,
     };
   } else {
-    const orphans = [...tlsFlags.map(flagName), ...(o.stateCache === true ? ['--state-cache'] : [])];
+    const orphans = [
+      ...(o.stateKey !== undefined ? ['--state-key'] : []),
+      ...tlsFlags.map(flagName),
+      ...(o.stateCache === true ? ['--state-cache'] : []),
+    ];
     if (orphans.length > 0) return fail(`${orphans.join(', ')}: only with --state`);
   }
 

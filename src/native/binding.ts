@@ -53,6 +53,8 @@ export const enum ListenerEvent {
   ConnLimit = 4,
   /** A request JavaScript holds lost its client before the answer; arg: "CODE message". */
   Gone = 5,
+  /** A request JavaScript held past decideTimeoutMs without answering it was closed unanswered; arg: that timeout. */
+  Overdue = 6,
 }
 
 /**
@@ -125,6 +127,8 @@ export interface NativeAddon {
     readTimeoutMs: number,
     drainTimeoutMs: number,
     maxConnections: number,
+    /** Backstop for a request JavaScript never answers: closed unanswered, with an Overdue event (0: none). */
+    decideTimeoutMs: number,
   ) => NativeListener;
   /** socket + bind + listen on a UNIX path; returns the descriptor (close-on-exec). Throws with .code. */
   bindUnixSocket(path: string, backlog: number): number;

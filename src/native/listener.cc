@@ -47,9 +47,9 @@ Napi::Function Listener::Define(Napi::Env env) {
 Listener::Listener(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<Listener>(info), context_(info.Env(), "saslauthd.connection") {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsFunction() || !info[1].IsNumber() || !info[2].IsNumber() ||
-      !info[3].IsNumber()) {
-    Napi::TypeError::New(env, "new Listener(onEvent, readTimeoutMs, drainTimeoutMs, maxConnections)")
+  if (info.Length() < 5 || !info[0].IsFunction() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber() || !info[4].IsNumber()) {
+    Napi::TypeError::New(env, "new Listener(onEvent, readTimeoutMs, drainTimeoutMs, maxConnections, decideTimeoutMs)")
         .ThrowAsJavaScriptException();
     return;
   }
@@ -57,6 +57,7 @@ Listener::Listener(const Napi::CallbackInfo& info)
   on_event_ = Napi::Persistent(info[0].As<Napi::Function>());
   read_timeout_ms_ = info[1].As<Napi::Number>().Int64Value();
   drain_timeout_ms_ = info[2].As<Napi::Number>().Int64Value();
+  decide_timeout_ms_ = std::max<int64_t>(0, info[4].As<Napi::Number>().Int64Value());
   napi_get_uv_event_loop(env, &loop_);
 }
 
@@ -259,7 +260,13 @@ void Listener::Decoded(Conn* c) {
     Reject(c, std::string("NO ") + what, what, -1, 0);
     return;
   }
-  uv_timer_stop(&c->timer);
+  // The backstop for JavaScript's own deadlines (replaced by the drain
+  // deadline when the reply starts).
+  if (decide_timeout_ms_ > 0) {
+    uv_timer_start(&c->timer, OnDecideTimeout, decide_timeout_ms_, 0);
+  } else {
+    uv_timer_stop(&c->timer);
+  }
   SetBusy(c, true);
   c->state = ConnState::kDeciding;
   Napi::Env env = Env();
@@ -504,6 +511,24 @@ void Listener::OnShutdown(uv_shutdown_t* req, int status) {
 void Listener::OnReadTimeout(uv_timer_t* timer) {
   auto* c = static_cast<Conn*>(timer->data);
   if (c->state == ConnState::kReading) c->owner->Incomplete(c, "timeout", "");
+}
+
+// JavaScript has held the request too long: close it unanswered, as a
+// client that lost its daemon would see, and say so. A native check owns
+// its own deadline: while one runs, the backstop waits again.
+void Listener::OnDecideTimeout(uv_timer_t* timer) {
+  auto* c = static_cast<Conn*>(timer->data);
+  Listener* self = c->owner;
+  if (c->state == ConnState::kChecking) {
+    uv_timer_start(&c->timer, OnDecideTimeout, self->decide_timeout_ms_, 0);
+    return;
+  }
+  if (c->state != ConnState::kDeciding) return;
+  uint64_t id = c->id;
+  self->Close(c);
+  Napi::Env env = self->Env();
+  Napi::HandleScope scope(env);
+  self->Emit(kOverdue, id, Napi::Number::New(env, static_cast<double>(self->decide_timeout_ms_)));
 }
 
 void Listener::OnDrainTimeout(uv_timer_t* timer) {

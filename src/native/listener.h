@@ -9,7 +9,7 @@
 // (shadow_task.h), whose hashing thread writes the answer itself.
 //
 //   bindUnixSocket(path, backlog) -> fd     socket(2) + bind(2) + listen(2)
-//   new Listener(onEvent, readTimeoutMs, drainTimeoutMs, maxConnections)
+//   new Listener(onEvent, readTimeoutMs, drainTimeoutMs, maxConnections, decideTimeoutMs)
 //     .open(fd)              accept on a listening socket (ours, or inherited)
 //     .reply(id, bytes)      write, shutdown(SHUT_WR), discard input until EOF
 //     .password(id)          a copy of the request's password (the caller wipes it)
@@ -33,6 +33,9 @@
 //   3 accept error "CODE message" (out of descriptors, accepting pauses 100 ms)
 //   4 connection limit reached (arg: the limit)
 //   5 gone: a request handed to JavaScript lost its client before the answer
+//   6 overdue: JavaScript held a request past decideTimeoutMs without
+//     answering it (a bug: every wait there has its own deadline, well
+//     inside this one); the connection was closed unanswered (arg: the ms)
 #pragma once
 #include <napi.h>
 #include <uv.h>
@@ -52,7 +55,7 @@ class Listener;
 // A connection's life, in order (kClosing can follow any of them).
 enum class ConnState {
   kReading,   // the request is not complete; the read deadline runs
-  kDeciding,  // decoded and handed to JavaScript, which will reply or start a check
+  kDeciding,  // decoded and handed to JavaScript, which will reply or start a check; the decide deadline runs
   kChecking,  // a native shadow check owns the reply
   kReplying,  // the reply is being written
   kDraining,  // answered and write side shut: discard input until EOF or the drain deadline
@@ -61,7 +64,7 @@ enum class ConnState {
 
 struct Conn {
   uv_pipe_t pipe;
-  uv_timer_t timer;  // the read deadline, then the drain deadline
+  uv_timer_t timer;  // the read deadline, the decide deadline, then the drain deadline
   uv_write_t write_req;
   uv_shutdown_t shutdown_req;
   Listener* owner;
@@ -86,7 +89,15 @@ class Listener : public Napi::ObjectWrap<Listener> {
   void ShadowFinished(ShadowTask* task);
 
  private:
-  enum EventKind { kRequest = 0, kRejected = 1, kIncomplete = 2, kAcceptError = 3, kConnLimit = 4, kGone = 5 };
+  enum EventKind {
+    kRequest = 0,
+    kRejected = 1,
+    kIncomplete = 2,
+    kAcceptError = 3,
+    kConnLimit = 4,
+    kGone = 5,
+    kOverdue = 6,
+  };
 
   Napi::Value Open(const Napi::CallbackInfo& info);
   Napi::Value Reply(const Napi::CallbackInfo& info);
@@ -123,6 +134,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   static void OnWritten(uv_write_t* req, int status);
   static void OnShutdown(uv_shutdown_t* req, int status);
   static void OnReadTimeout(uv_timer_t* timer);
+  static void OnDecideTimeout(uv_timer_t* timer);
   static void OnDrainTimeout(uv_timer_t* timer);
   static void OnHandleClosed(uv_handle_t* handle);
   static void OnAcceptHandleClosed(uv_handle_t* handle);
@@ -144,6 +156,7 @@ class Listener : public Napi::ObjectWrap<Listener> {
   size_t max_conns_ = 1;
   int64_t read_timeout_ms_ = 0;
   int64_t drain_timeout_ms_ = 0;
+  int64_t decide_timeout_ms_ = 0;  // 0: none
   uint64_t next_id_ = 0;
   size_t busy_ = 0;  // connections in kDeciding or kChecking, plus checks that outlived theirs
   std::unordered_map<uint64_t, Conn*> conns_;

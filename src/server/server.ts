@@ -30,6 +30,8 @@ export interface ServerOptions {
   readTimeoutMs: number;
   /** A client that keeps the connection open after its answer is closed after this. */
   drainTimeoutMs: number;
+  /** A request still unanswered after this is closed and logged (a backstop: see decideBackstopMs). */
+  decideTimeoutMs: number;
   /** Open connections beyond which new ones wait in the kernel's backlog. */
   maxConnections: number;
   /** Answers one request (exactly once, through the exchange). */
@@ -92,6 +94,7 @@ export class SaslauthdServer {
       opts.readTimeoutMs,
       opts.drainTimeoutMs,
       opts.maxConnections,
+      opts.decideTimeoutMs,
     );
   }
 
@@ -155,6 +158,13 @@ export class SaslauthdServer {
       case ListenerEvent.Gone:
         // ECONNRESET and the like: the client reset the connection before its answer.
         log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
+        return;
+      case ListenerEvent.Overdue:
+        // Never in normal operation: every wait before the answer has a shorter deadline of its own.
+        log.error(
+          { timeoutMs: arg },
+          `request not answered within ${String(arg)} ms; closed the connection unanswered (a bug in saslauthd-ts: please report it)`,
+        );
         return;
       case ListenerEvent.AcceptError:
         log.error(

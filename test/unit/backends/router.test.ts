@@ -1,7 +1,7 @@
 // The router behind --routes and -a a,b, with scripted mechanisms as its
 // factories: which instance answers which realm, the per-route realm join,
 // instance sharing, and a reload beside requests in flight.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -52,9 +52,13 @@ function factories(made: Made[], hold?: Promise<void>): Record<string, BackendFa
   return { shadow: make('shadow'), ldap: make('ldap'), rimap: make('rimap') };
 }
 
+// One directory for every routes file these tests write, removed at the end.
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-'));
+let files = 0;
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
 function routesFile(text: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-'));
-  const file = path.join(dir, 'routes');
+  const file = path.join(dir, `routes-${++files}`);
   fs.writeFileSync(file, text);
   return file;
 }

@@ -41,6 +41,7 @@ describe('the JavaScript fingerprint', () => {
       5000,
       1000,
       64,
+      0,
     );
     listener.open(native.bindUnixSocket(socketPath, 16));
   });

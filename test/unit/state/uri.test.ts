@@ -88,6 +88,9 @@ describe('--state flags', () => {
     );
     assert.match(err(['--state', 'rediss://h/0', '--state-key', '/k', '--state-tls-cert', '/c']), /go together/);
     assert.match(err(['--state-tls-ca', '/ca']), /only with --state/);
+    // A key without a store: most likely --state was forgotten.
+    assert.match(err(['--state-key', '/k']), /^saslauthd-ts: --state-key: only with --state/);
+    assert.match(err(['--state-key', '/k', '--state-cache']), /^saslauthd-ts: --state-key, --state-cache: only with --state/);
   });
 
   test('--state-cache needs -c; --state needs the throttle or the cache', () => {
