@@ -149,6 +149,8 @@ export class Throttle {
     }
     let count = 0;
     let refusal: string | undefined;
+    // A key refused on its count with no cool-off running (see below).
+    let uncooled: { key: string; st: Tracked } | undefined;
     for (const [i, key] of keys.all.entries()) {
       let st = states[i];
       if (st !== undefined && st.cooloffUntil !== 0 && st.cooloffUntil <= now) {
@@ -165,8 +167,16 @@ export class Throttle {
       count = Math.max(count, (st?.failures ?? 0) + (this.inflight.get(key) ?? 0));
       if (!keys.refusing.includes(key) || refusal !== undefined || st === undefined) continue;
       if (st.cooloffUntil > now) refusal = `${this.describe(key)} is cooling off`;
-      else if (st.failures >= this.cfg.refuseAfter) refusal = `${this.describe(key)} has ${st.failures} wrong passwords`;
+      else if (st.failures >= this.cfg.refuseAfter) {
+        refusal = `${this.describe(key)} has ${st.failures} wrong passwords`;
+        uncooled = { key, st };
+      }
     }
+    // Enough failures and no cool-off: they were counted elsewhere and each
+    // place saw fewer (--workers: two workers each counting 3 of 4 before
+    // they hear of the other's), so no failure here started the cool-off.
+    // This refusal starts it, with its line, as the failure would have.
+    if (uncooled !== undefined) await this.transitions(uncooled.key, uncooled.st.failures, uncooled.st, now);
     if (refusal !== undefined) {
       for (const key of keys.all) await this.store.touch(key, now);
       return { kind: 'refuse', delayMs: this.delayFor(Math.max(count + 1, this.cfg.refuseAfter + 1)), reason: refusal };

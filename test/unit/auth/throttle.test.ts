@@ -145,6 +145,27 @@ test('the cool-off ends after its time, then one more wrong password starts the 
   assert.equal((await t.admit(bob(502))).kind, 'refuse');
 });
 
+test('failures counted elsewhere start the cool-off at the first refusal they cause', async () => {
+  // --workers: each worker's store also takes the failures the others
+  // counted, without this throttle seeing them fail. Two workers can each
+  // count 3 of 4 before hearing of the other's; then no failure crossed the
+  // line here, and the refusal must start the cool-off instead.
+  const { t, s, advance, now } = setup({ refuseAfter: 4, cooloffMs: 60_000 });
+  for (let i = 0; i < 4; i++) await s.fail('u:bob\0', 100 + i, now());
+  assert.equal(t.entered.cooloffs, 0);
+  const first = await t.admit(bob(1));
+  assert.equal(first.kind === 'refuse' && first.reason, 'login [user=bob] [realm=] has 4 wrong passwords');
+  assert.equal(t.entered.cooloffs, 1, 'the refusal started the cool-off');
+  const second = await t.admit(bob(2));
+  assert.equal(second.kind === 'refuse' && second.reason, 'login [user=bob] [realm=] is cooling off');
+  assert.equal(t.entered.cooloffs, 1, 'once');
+  // It ends as any cool-off does: one more wrong password starts the next.
+  advance(60_001);
+  assert.equal((await attempt(t, bob(3), 'denied')).adm.kind, 'run');
+  assert.equal((await t.admit(bob(4))).kind, 'refuse');
+  assert.equal(t.entered.cooloffs, 2);
+});
+
 test('the window: with no attempt for that long, a login starts afresh', async () => {
   const { t, advance } = setup({ windowMs: 600_000, cooloffMs: 60_000 });
   for (let i = 0; i < 20; i++) await attempt(t, bob(i), 'denied');
