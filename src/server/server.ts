@@ -160,8 +160,11 @@ export class SaslauthdServer {
         log.debug({ code: String(arg).split(' ')[0] }, `connection error: ${String(arg)}`);
         return;
       case ListenerEvent.Overdue:
-        // Never in normal operation: every wait before the answer has a shorter deadline of its own.
-        log.error(
+        // Never in normal operation: every wait before the answer has a
+        // shorter deadline of its own. Bounded like any line a flood could repeat.
+        b.line(
+          'error',
+          'request not answered within the backstop',
           { timeoutMs: arg },
           `request not answered within ${String(arg)} ms; closed the connection unanswered (a bug in saslauthd-ts: please report it)`,
         );

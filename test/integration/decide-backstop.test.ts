@@ -13,7 +13,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pino from 'pino';
 import { ListenerEvent, native, type NativeListener } from '../../src/native/binding';
+import { SaslauthdServer } from '../../src/server/server';
 import { encodeReply } from '../../src/protocol/encoder';
 import { rawExchange, reply, request } from '../helpers/frames';
 import { hashCostMs } from '../helpers/cost';
@@ -100,5 +102,44 @@ describe('the listener’s backstop for a request never answered', () => {
     assert.equal(listener.reply(id!, encodeReply('OK')), false);
     assert.equal(listener.password(id!), undefined);
     assert.equal(listener.busy, 0);
+  });
+});
+
+describe('the daemon’s side of the backstop', () => {
+  test('a request its handler never answers is closed unanswered, with one error line naming the bug', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'backstop-'));
+    const lines: Array<{ level: number; msg: string; timeoutMs?: number }> = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as (typeof lines)[0]) });
+    native.setFingerprintKey(crypto.randomBytes(32));
+    const server = new SaslauthdServer({
+      socketPath: path.join(dir, 'mux'),
+      readTimeoutMs: 5000,
+      drainTimeoutMs: 1000,
+      decideTimeoutMs: 50,
+      maxConnections: 16,
+      handle: () => undefined, // the bug: never answers
+      pending: () => 0,
+      release: () => undefined,
+      log,
+    });
+    try {
+      await server.listen();
+      const r = await rawExchange(path.join(dir, 'mux'), [request({ login: 'u', password: 'p', service: 'smtp', realm: '' })], {
+        closeAfterSend: true,
+        timeoutMs: 30_000,
+      });
+      assert.equal(r.bytes.length, 0);
+      assert.equal(r.closedByServer, true);
+      const errors = lines.filter((l) => l.level === 50);
+      assert.equal(errors.length, 1, JSON.stringify(lines));
+      assert.equal(
+        errors[0]?.msg,
+        'request not answered within 50 ms; closed the connection unanswered (a bug in saslauthd-ts: please report it)',
+      );
+      assert.equal(server.inFlight, 0);
+    } finally {
+      await server.close(1000);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
