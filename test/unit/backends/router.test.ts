@@ -57,8 +57,11 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'routes-'));
 let files = 0;
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+/** A file named routes (as the errors show it), in a directory of its own. */
 function routesFile(text: string): string {
-  const file = path.join(dir, `routes-${++files}`);
+  const sub = path.join(dir, String(++files));
+  fs.mkdirSync(sub);
+  const file = path.join(sub, 'routes');
   fs.writeFileSync(file, text);
   return file;
 }
