@@ -187,6 +187,9 @@ void Listener::ShadowFinished(ShadowTask* t) {
     ReplyWritten(c, t->sent(), t->shut());
   } else {
     c->state = ConnState::kDeciding;  // held back, expired or shed: JavaScript answers
+    // The whole backstop again: what JavaScript still does (a hold, a
+    // shed delay) is bounded by deadlines of its own, not by the check's.
+    if (decide_timeout_ms_ > 0) uv_timer_start(&c->timer, OnDecideTimeout, decide_timeout_ms_, 0);
   }
 }
 
