@@ -169,6 +169,7 @@ Napi::Value Listener::CheckShadow(const Napi::CallbackInfo& info) {
   Napi::Promise p = t->Promise();
   c->task = t;
   c->state = ConnState::kChecking;
+  uv_timer_stop(&c->timer);  // the check keeps its own deadline; the backstop resumes if it hands the request back
   t->Submit(HashPool(env));
   return p;
 }
@@ -187,7 +188,7 @@ void Listener::ShadowFinished(ShadowTask* t) {
     ReplyWritten(c, t->sent(), t->shut());
   } else {
     c->state = ConnState::kDeciding;  // held back, expired or shed: JavaScript answers
-    // The whole backstop again: what JavaScript still does (a hold, a
+    // The backstop again, in full: what JavaScript still does (a hold, a
     // shed delay) is bounded by deadlines of its own, not by the check's.
     if (decide_timeout_ms_ > 0) uv_timer_start(&c->timer, OnDecideTimeout, decide_timeout_ms_, 0);
   }
@@ -517,15 +518,11 @@ void Listener::OnReadTimeout(uv_timer_t* timer) {
 }
 
 // JavaScript has held the request too long: close it unanswered, as a
-// client that lost its daemon would see, and say so. A native check owns
-// its own deadline: while one runs, the backstop waits again.
+// client that lost its daemon would see, and say so. (It runs only in
+// kDeciding: a native check stops it, and its reply replaces it.)
 void Listener::OnDecideTimeout(uv_timer_t* timer) {
   auto* c = static_cast<Conn*>(timer->data);
   Listener* self = c->owner;
-  if (c->state == ConnState::kChecking) {
-    uv_timer_start(&c->timer, OnDecideTimeout, self->decide_timeout_ms_, 0);
-    return;
-  }
   if (c->state != ConnState::kDeciding) return;
   uint64_t id = c->id;
   self->Close(c);
